@@ -1,0 +1,204 @@
+"""Franka FR3/Panda driver over franky: one safe end-effector-delta step per control tick.
+
+    arm = FrankaArm(FrankaConfig(host="172.16.0.2"))
+    arm.connect(); arm.home()
+    arm.step(np.array([0.01, 0, 0, 0, 0, 0, 0]))   # 1 cm along +x of the base frame
+    arm.recover()                                   # after an ArmFault (e.g. a reflex)
+
+The safety filter, watchdog and e-stop latch live here, below every command source.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import franky
+import numpy as np
+
+from pld_robot.robots.action_spec import ActionSpec
+from pld_robot.robots.arm import ArmFault, ArmState
+from pld_robot.robots.franka_gripper import GripperWorker
+from pld_robot.robots.franka_streaming import STREAMERS
+from pld_robot.robots.safety import (
+    EEDeltaSafetyFilter,
+    EStopLatch,
+    SafeTarget,
+    SafetyLimits,
+    Watchdog,
+)
+from pld_robot.robots.transforms import quat_to_matrix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrankaConfig:
+    host: str = "172.16.0.2"
+    action: ActionSpec = field(default_factory=ActionSpec)
+    safety: SafetyLimits = field(default_factory=SafetyLimits)
+    streaming: Literal["waypoint", "velocity", "impedance"] = "waypoint"
+    dynamics_factor: float = 0.3  # franky relative dynamics while streaming policy steps
+    home_joints: tuple[float, float, float, float, float, float, float] = (
+        0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785,
+    )
+    home_dynamics_factor: float = 0.1  # homing is slow on purpose: a person may be near the arm
+    gripper_open_width: float = 0.08
+    gripper_speed: float = 0.1
+    gripper_force: float = 40.0
+    gripper_close_threshold: float = 0.5  # action gripper value above which the hand closes
+    realtime: bool = True  # False only for franky-sim or a kernel without PREEMPT_RT
+
+    def __post_init__(self):
+        if not 0 < self.dynamics_factor <= 1 or not 0 < self.home_dynamics_factor <= 1:
+            raise ValueError("dynamics factors must be in (0, 1]")
+
+
+class FrankaArm:
+    def __init__(self, config: FrankaConfig):
+        self.config = config
+        self.spec = config.action
+        self._filter = EEDeltaSafetyFilter(config.safety, config.action.names, config.action.control_hz)
+        self._watchdog = Watchdog(config.safety.watchdog_periods * config.action.period)
+        self._estop = EStopLatch()
+        self._lock = threading.RLock()  # one motion command at a time (tick vs watchdog thread)
+        self._robot: franky.Robot | None = None
+        self._gripper: GripperWorker | None = None
+        self._streamer = None
+        self._watchdog_thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        self.watchdog_stops = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def connect(self) -> None:
+        rt = franky.RealtimeConfig.Enforce if self.config.realtime else franky.RealtimeConfig.Ignore
+        try:
+            self._robot = franky.Robot(self.config.host, realtime_config=rt)
+            gripper = franky.Gripper(self.config.host)
+        except Exception as exc:
+            raise ArmFault(f"cannot connect to the Franka at {self.config.host}: {exc}") from exc
+        self._robot.relative_dynamics_factor = self.config.dynamics_factor
+        self._robot.recover_from_errors()
+        self._streamer = STREAMERS[self.config.streaming](
+            self._robot, self.spec.period, self.config.dynamics_factor
+        )
+        self._gripper = GripperWorker(
+            gripper,
+            open_width=self.config.gripper_open_width,
+            speed=self.config.gripper_speed,
+            force=self.config.gripper_force,
+        )
+        self._watchdog_thread = threading.Thread(target=self._watch, name="franka-watchdog", daemon=True)
+        self._watchdog_thread.start()
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._watchdog_thread is not None:
+            self._watchdog_thread.join(timeout=1.0)
+        if self._robot is not None:
+            self.hold()
+        if self._gripper is not None:
+            self._gripper.close()
+
+    # -- reading ---------------------------------------------------------------------------
+    def state(self) -> ArmState:
+        robot = self._require()
+        joints = robot.current_joint_state
+        pose = robot.current_pose.end_effector_pose
+        return ArmState(
+            stamp=time.time(),
+            joint_positions=np.array(joints.position),
+            joint_velocities=np.array(joints.velocity),
+            ee_position=np.array(pose.translation),
+            ee_quaternion=np.array(pose.quaternion),
+            gripper_width=self._gripper.width,
+            estop=self._estop.engaged,
+        )
+
+    @property
+    def estop_reason(self) -> str | None:
+        return self._estop.reason
+
+    # -- commanding ------------------------------------------------------------------------
+    def step(self, action: np.ndarray) -> SafeTarget:
+        """Execute one control step. Raises UnsafeCommand (NaN/Inf; the arm holds), EStopEngaged,
+        or ArmFault (the arm stopped; call recover())."""
+        robot = self._require()
+        self._estop.check()
+        try:
+            self._filter.check_finite(action)
+        except ValueError:
+            self.hold()
+            raise
+        with self._lock:
+            pose = robot.current_pose.end_effector_pose
+            position = np.array(pose.translation)
+            rotation = quat_to_matrix(pose.quaternion)
+            target = self._filter.apply(action, position, rotation)
+            try:
+                self._streamer.send(target.position, target.rotation, position, rotation)
+            except franky.ControlException as exc:
+                self._watchdog.disarm()
+                raise ArmFault(f"Franka refused the motion: {exc}; call recover() to continue") from exc
+            self._watchdog.feed()
+        self._gripper.command(target.gripper > self.config.gripper_close_threshold)
+        return target
+
+    def hold(self) -> None:
+        """Stop the current motion and hold the pose."""
+        with self._lock:
+            self._watchdog.disarm()
+            try:
+                self._streamer.hold()
+            except franky.ControlException as exc:
+                log.warning("stopping the Franka raised %s (it is stopped either way)", exc)
+
+    def home(self) -> None:
+        """Move slowly to the home joint configuration and open the hand (blocking)."""
+        robot = self._require()
+        self._estop.check()
+        self.hold()
+        with self._lock:
+            try:
+                robot.move(
+                    franky.JointMotion(
+                        list(self.config.home_joints),
+                        franky.ReferenceType.Absolute,
+                        self.config.home_dynamics_factor,
+                    )
+                )
+            except franky.ControlException as exc:
+                raise ArmFault(f"homing failed: {exc}; call recover() and home again") from exc
+        self._gripper.command(False)
+
+    def recover(self) -> None:
+        robot = self._require()
+        with self._lock:
+            self._watchdog.disarm()
+            if not robot.recover_from_errors():
+                raise ArmFault("the Franka did not recover from its error state; check the robot's Desk")
+
+    def estop(self, reason: str) -> None:
+        self._estop.trigger(reason)
+        self.hold()
+        log.error("e-stop: %s", reason)
+
+    def reset_estop(self) -> None:
+        self._estop.reset()
+
+    # -- internals -------------------------------------------------------------------------
+    def _watch(self) -> None:
+        period = self.spec.period / 2
+        while not self._closing.wait(period):
+            if self._watchdog.expired():
+                log.warning("no command for %.0f ms: stopping the arm", 1000 * self._watchdog.timeout)
+                self.watchdog_stops += 1
+                self.hold()
+
+    def _require(self) -> franky.Robot:
+        if self._robot is None:
+            raise ArmFault("the arm is not connected; call connect() first")
+        return self._robot
