@@ -44,7 +44,7 @@ def node_params(data: dict, node: str, *, source: str = "config") -> dict:
             continue
         if not isinstance(section, dict) or "ros__parameters" not in section:
             raise ConfigError(f"{source}: section '{key}' must contain 'ros__parameters'")
-        merged = _deep_merge(merged, section["ros__parameters"] or {})
+        merged = deep_merge(merged, section["ros__parameters"] or {})
     return merged
 
 
@@ -171,11 +171,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported config type {tp!r}")
 
 
-def _deep_merge(base: dict, override: dict) -> dict:
+def deep_merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out

@@ -13,7 +13,7 @@ from pld_robot.config import from_dict, unflatten
 T = TypeVar("T")
 
 
-def node_config(node: Node, cls: type[T], *, ignore: tuple[str, ...] = ("use_sim_time",)) -> T:
+def node_config(node: Node, cls: type[T], *, ignore: tuple[str, ...] = ("use_sim_time", "start_type_description_service")) -> T:
     flat = {
         name: param.value
         for name, param in node.get_parameters_by_prefix("").items()

@@ -10,7 +10,9 @@ The safety filter, watchdog and e-stop latch live here, below every command sour
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +53,7 @@ class FrankaConfig:
     gripper_force: float = 40.0
     gripper_close_threshold: float = 0.5  # action gripper value above which the hand closes
     realtime: bool = True  # False only for franky-sim or a kernel without PREEMPT_RT
+    connect_timeout_s: float = 15.0  # keep retrying: under `ros2 launch` the robot may come up later
 
     def __post_init__(self):
         if not 0 < self.dynamics_factor <= 1 or not 0 < self.home_dynamics_factor <= 1:
@@ -75,11 +78,20 @@ class FrankaArm:
     # -- lifecycle -------------------------------------------------------------------------
     def connect(self) -> None:
         rt = franky.RealtimeConfig.Enforce if self.config.realtime else franky.RealtimeConfig.Ignore
-        try:
-            self._robot = franky.Robot(self.config.host, realtime_config=rt)
-            gripper = franky.Gripper(self.config.host)
-        except Exception as exc:
-            raise ArmFault(f"cannot connect to the Franka at {self.config.host}: {exc}") from exc
+        deadline = time.monotonic() + self.config.connect_timeout_s
+        while True:
+            try:
+                with _keep_scheduling_policy():
+                    self._robot = franky.Robot(self.config.host, realtime_config=rt)
+                    gripper = franky.Gripper(self.config.host)
+                break
+            except Exception as exc:  # noqa: BLE001 - libfranka raises several types here
+                if time.monotonic() > deadline:
+                    raise ArmFault(
+                        f"cannot connect to the Franka at {self.config.host} within "
+                        f"{self.config.connect_timeout_s:.0f} s: {exc}"
+                    ) from exc
+                time.sleep(0.5)
         self._robot.relative_dynamics_factor = self.config.dynamics_factor
         self._robot.recover_from_errors()
         self._streamer = STREAMERS[self.config.streaming](
@@ -139,7 +151,7 @@ class FrankaArm:
             rotation = quat_to_matrix(pose.quaternion)
             target = self._filter.apply(action, position, rotation)
             try:
-                self._streamer.send(target.position, target.rotation, position, rotation)
+                _retry_preempted(self._streamer.send, target.position, target.rotation, position, rotation)
             except franky.ControlException as exc:
                 self._watchdog.disarm()
                 raise ArmFault(f"Franka refused the motion: {exc}; call recover() to continue") from exc
@@ -148,11 +160,13 @@ class FrankaArm:
         return target
 
     def hold(self) -> None:
-        """Stop the current motion and hold the pose."""
+        """Stop the current motion and hold the pose; returns once the arm has stopped."""
+        robot = self._require()
         with self._lock:
             self._watchdog.disarm()
             try:
                 self._streamer.hold()
+                _wait_for_motion(robot, stop_on_estop=None)
             except franky.ControlException as exc:
                 log.warning("stopping the Franka raised %s (it is stopped either way)", exc)
 
@@ -161,17 +175,15 @@ class FrankaArm:
         robot = self._require()
         self._estop.check()
         self.hold()
-        with self._lock:
-            try:
-                robot.move(
-                    franky.JointMotion(
-                        list(self.config.home_joints),
-                        franky.ReferenceType.Absolute,
-                        self.config.home_dynamics_factor,
-                    )
-                )
-            except franky.ControlException as exc:
-                raise ArmFault(f"homing failed: {exc}; call recover() and home again") from exc
+        motion = franky.JointMotion(
+            list(self.config.home_joints), franky.ReferenceType.Absolute, self.config.home_dynamics_factor
+        )
+        try:
+            with self._lock:
+                _retry_preempted(lambda: robot.move(motion, asynchronous=True))
+            _wait_for_motion(robot, stop_on_estop=self._estop)
+        except franky.ControlException as exc:
+            raise ArmFault(f"homing failed: {exc}; call recover() and home again") from exc
         self._gripper.command(False)
 
     def recover(self) -> None:
@@ -202,3 +214,51 @@ class FrankaArm:
         if self._robot is None:
             raise ArmFault("the arm is not connected; call connect() first")
         return self._robot
+
+
+@contextlib.contextmanager
+def _keep_scheduling_policy():
+    """franky's Robot constructor moves the *calling* thread to SCHED_FIFO 99 when it may (root, or
+    an rtprio limit), even with RealtimeConfig.Ignore, and every thread started from it afterwards
+    inherits that: ROS executor threads spinning at FIFO 99 starve the simulator on a small machine
+    and compete with libfranka's own control thread on a real one. libfranka raises the priority of
+    its control thread itself when it should, so the caller gets its own policy back."""
+    if not hasattr(os, "sched_getscheduler"):
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if os.sched_getscheduler(0) != policy:
+            os.sched_setscheduler(0, policy, param)
+
+
+def _retry_preempted(command, *args) -> None:
+    """libfranka reports a motion we stopped or replaced on purpose ("Move command preempted") as an
+    error of the *next* command; that one is not a fault, so the command is sent again once."""
+    try:
+        command(*args)
+    except franky.ControlException as exc:
+        if "preempted" not in str(exc):
+            raise
+        command(*args)
+
+
+def _wait_for_motion(robot: franky.Robot, stop_on_estop: EStopLatch | None) -> None:
+    """Poll until the motion ends. Blocking inside franky (a synchronous move or join_motion) holds
+    the GIL for long stretches and starves every other thread of the process, ROS callbacks included.
+    `poll_motion` is True once no motion is running; a motion we stopped on purpose ends with a
+    "preempted" error, which is the expected way for it to end."""
+    while True:
+        try:
+            if robot.poll_motion():
+                return
+        except franky.ControlException as exc:
+            if "preempted" not in str(exc):
+                raise
+            return
+        if stop_on_estop is not None and stop_on_estop.engaged:
+            robot.stop()
+            stop_on_estop.check()
+        time.sleep(0.005)

@@ -32,7 +32,7 @@ class SimLabConfig:
     lift_height: float = 0.05  # the cube's bottom this far above the table counts as lifted
     seed: int = 0
     realtime_factor: float = 1.0  # 1.0 = wall-clock 1 kHz, as a real robot
-    cameras: tuple[SimCameraConfig, ...] = field(default_factory=lambda: DEFAULT_CAMERAS)
+    cameras: dict[str, SimCameraConfig] = field(default_factory=lambda: dict(DEFAULT_CAMERAS))
 
 
 class SimLab:
@@ -50,7 +50,7 @@ class SimLab:
         self._lock = threading.Lock()
         self._running = False
         self._physics: threading.Thread | None = None
-        self.cameras = {c.name: SimCamera(c, self) for c in config.cameras}
+        self.cameras = {name: SimCamera(name, c, self) for name, c in config.cameras.items()}
         self._renderer: _RenderThread | None = None
         self.sim_time = 0.0
 
@@ -139,8 +139,8 @@ class SimLab:
 class SimCamera:
     """A rendered camera of the sim lab, with the same contract as the RealSense and UVC cameras."""
 
-    def __init__(self, config: SimCameraConfig, lab: SimLab):
-        self.name = config.name
+    def __init__(self, name: str, config: SimCameraConfig, lab: SimLab):
+        self.name = name
         self.config = config
         self._lab = lab
         self._frame: Frame | None = None

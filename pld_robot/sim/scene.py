@@ -16,7 +16,6 @@ TABLE_HEIGHT = 0.75  # the arm's base sits on the table top, which is z = 0
 
 @dataclass(frozen=True)
 class SimCameraConfig:
-    name: str = "front"
     mount: str = "world"  # "world" (fixed) or "wrist" (on the hand)
     width: int = 128
     height: int = 128
@@ -27,19 +26,19 @@ class SimCameraConfig:
 
     def __post_init__(self):
         if self.mount not in ("world", "wrist"):
-            raise ValueError(f"sim camera '{self.name}': mount must be 'world' or 'wrist'")
+            raise ValueError(f"sim camera: mount must be 'world' or 'wrist', not '{self.mount}'")
         if self.width <= 0 or self.height <= 0 or self.fps <= 0:
-            raise ValueError(f"sim camera '{self.name}': width, height and fps must be positive")
+            raise ValueError("sim camera: width, height and fps must be positive")
 
 
-DEFAULT_CAMERAS = (
-    SimCameraConfig(name="front"),
-    SimCameraConfig(name="wrist", mount="wrist", fovy=70.0),
-)
+DEFAULT_CAMERAS = {
+    "front": SimCameraConfig(),
+    "wrist": SimCameraConfig(mount="wrist", fovy=70.0),
+}
 
 
 def add_lab_scene(scene: ET.Element, worldbody: ET.Element, cube_size: float,
-                  cameras: tuple[SimCameraConfig, ...]) -> None:
+                  cameras: dict[str, SimCameraConfig]) -> None:
     _cheap_rendering(scene, worldbody)
     _lower_floor(worldbody)
     table = ET.SubElement(worldbody, "body", name="table", pos=f"0.3 0 {-TABLE_HEIGHT / 2}")
@@ -54,17 +53,17 @@ def add_lab_scene(scene: ET.Element, worldbody: ET.Element, cube_size: float,
         cube, "geom", name="cube_geom", type="box", size=f"{half} {half} {half}",
         mass="0.05", rgba="0.85 0.1 0.1 1", friction="1.5 0.01 0.001", condim="4",
     )
-    for cam in cameras:
+    for name, cam in cameras.items():
         if cam.mount == "world":
             ET.SubElement(
-                worldbody, "camera", name=cam.name, pos=_vec(cam.position),
+                worldbody, "camera", name=name, pos=_vec(cam.position),
                 xyaxes=_vec(_look_at_axes(cam.position, cam.look_at)), fovy=str(cam.fovy),
             )
         else:
             hand = _find_body(worldbody, f"{ROBOT_PREFIX}hand")
             # Behind and above the fingers, looking along the hand's +z (where the fingers point).
             ET.SubElement(
-                hand, "camera", name=cam.name, pos="0.07 0 0.0", xyaxes="0 -1 0 -1 0 0",
+                hand, "camera", name=name, pos="0.07 0 0.0", xyaxes="0 -1 0 -1 0 0",
                 fovy=str(cam.fovy),
             )
 

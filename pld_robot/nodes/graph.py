@@ -1,0 +1,49 @@
+"""The one graph description: which nodes a robot runs, read from its YAML.
+
+Every top-level section of a robot config (`config/*.yaml`, ROS `ros__parameters` layout) is a node:
+the section name is the node name, and the executable is the section name itself, or `camera_node`
+for `camera_<name>` sections. `launch/*.launch.py` turns this into launch_ros Nodes for `ros2 launch`;
+`GraphRunner` (nodes/runner.py) instantiates the same nodes in one process for `pld-robot sim` and
+the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pld_robot.config import ConfigError, load_yaml
+
+# executable -> (module, node class); every executable is also a console script in setup.py.
+EXECUTABLES = {
+    "sim_node": ("pld_robot.nodes.sim_node", "SimNode"),
+    "arm_node": ("pld_robot.nodes.arm_node", "ArmNode"),
+    "camera_node": ("pld_robot.nodes.camera_node", "CameraNode"),
+    "teleop_node": ("pld_robot.nodes.teleop_node", "TeleopNode"),
+}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    executable: str
+    remappings: tuple[tuple[str, str], ...] = ()
+
+
+def executable_for(section: str) -> str:
+    if section.startswith("camera_"):
+        return "camera_node"
+    if section in EXECUTABLES:
+        return section
+    raise ConfigError(
+        f"config section '{section}' is not a node this package provides; "
+        f"known: {sorted(EXECUTABLES)} and camera_<name>"
+    )
+
+
+def graph_from_config(path: str | Path) -> list[NodeSpec]:
+    data = load_yaml(path)
+    sections = [name for name in data if name != "/**"]
+    if not sections:
+        raise ConfigError(f"{path}: no node sections")
+    return [NodeSpec(name=name.lstrip("/"), executable=executable_for(name.lstrip("/"))) for name in sections]

@@ -1,0 +1,25 @@
+"""Where the shipped robot configs live: the colcon install's share folder, or the source tree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pld_robot.config import ConfigError
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_config(name: str) -> Path:
+    candidates = [SOURCE_ROOT / "config" / name]
+    if os.environ.get("AMENT_PREFIX_PATH"):  # a sourced colcon install or ROS 2 underlay
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            candidates.insert(0, Path(get_package_share_directory("pld_robot")) / "config" / name)
+        except PackageNotFoundError:
+            pass
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(f"config '{name}' not found in {', '.join(str(c.parent) for c in candidates)}")
