@@ -65,7 +65,7 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         (os.path.join('share', package_name), ['package.xml']),
         (os.path.join('share', package_name, 'launch'), sorted(glob('launch/*.launch.py'))),
-        (os.path.join('share', package_name, 'config'), sorted(glob('config/*.yaml'))),
+        (os.path.join('share', package_name, 'config'), sorted(glob('config/*.yaml') + glob('config/*.xml'))),
     ],
     install_requires=[
         'numpy',

@@ -23,3 +23,9 @@ def shipped_config(name: str) -> Path:
         if path.is_file():
             return path
     raise ConfigError(f"config '{name}' not found in {', '.join(str(c.parent) for c in candidates)}")
+
+
+def use_fastdds_profile() -> None:
+    """Point Fast DDS at the shipped transport profile (big shared-memory segment for images) unless
+    the user chose one. Must run before the first ROS participant of the process is created."""
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(shipped_config("fastdds.xml")))

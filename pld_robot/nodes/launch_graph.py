@@ -6,7 +6,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -23,8 +23,14 @@ def _nodes(context):
 
 
 def launch_description(default_config: str) -> LaunchDescription:
-    default = os.path.join(get_package_share_directory("pld_robot"), "config", default_config)
-    return LaunchDescription([
-        DeclareLaunchArgument("config", default_value=default, description="robot YAML"),
+    share = get_package_share_directory("pld_robot")
+    actions = [
+        DeclareLaunchArgument("config", default_value=os.path.join(share, "config", default_config),
+                              description="robot YAML"),
         OpaqueFunction(function=_nodes),
-    ])
+    ]
+    if "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:  # big SHM segment for images: fastdds.xml
+        actions.insert(0, SetEnvironmentVariable(
+            "FASTDDS_DEFAULT_PROFILES_FILE", os.path.join(share, "config", "fastdds.xml")))
+    return LaunchDescription(actions)
+

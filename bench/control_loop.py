@@ -1,0 +1,555 @@
+"""Control-loop benchmark in franky-sim: the Franka streaming methods at 10 and 30 Hz, and the camera node.
+
+For each streaming method of `pld_robot.robots.franka_streaming.STREAMERS`, driven exactly as the
+driver drives it (`STREAMERS[name](robot, period, dynamics)`, `.send(target_pos, target_rot,
+current_pos, current_rot)` once per tick, `.hold()` to stop, the driver's safety filter turning each
+per-tick delta into the absolute target):
+
+- command-to-motion latency: from the first step command at rest to the first end-effector
+  displacement above 0.5 mm, found by polling franky's robot state at ~1 kHz; the same step action
+  is repeated every tick, as a policy holding one action would;
+- tracking: a 6 cm-radius circle in the xy plane (one lap, 3.5 s including 0.5 s speed ramps in and
+  out, 0.126 m/s on the plateau) with a +-0.3 rad yaw oscillation, one command per tick computed as
+  the driver computes it (delta = reference one period ahead - measured pose, then the safety
+  filter). Position/orientation error against the continuous reference is reported at the tick
+  boundaries and, separately, over all 1 kHz samples, with the achieved plateau speed and smoothness
+  (RMS acceleration, speed coefficient of variation, speed dips below half the reference speed).
+
+Methods are interleaved (rotating order, several rounds) because the machine is shared and noisy;
+the ratio of the driver's method to the best alternative is taken per round, side by side.
+
+franky-sim runs in a child process (its Python 1 kHz loop would otherwise compete with this one
+for the GIL), on a private loopback address so it cannot collide with other sims on the host.
+
+    python -m bench.control_loop [--quick] [--out FILE] [--no-camera]
+    python bench/control_loop.py            (same; the last line printed is one JSON object)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.metadata as _md
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a file: make `pld_robot` and `bench` importable
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+RATES_HZ = (10.0, 30.0)
+LATENCY_THRESHOLD_M = 0.0005
+LATENCY_TIMEOUT_S = 1.0
+START_POSITION = np.array([0.45, 0.0, 0.35])  # inside the default workspace box, away from its faces
+START_QUAT = np.array([1.0, 0.0, 0.0, 0.0])  # [x, y, z, w]: the hand pointing down
+CIRCLE_RADIUS = 0.06
+LAP_S = 3.0  # one lap at plateau speed would take this long
+RAMP_S = 0.5  # linear speed ramp in and out
+YAW_AMPLITUDE = 0.3  # rad
+SAMPLE_PERIOD = 0.001
+DIP_FRACTION = 0.5  # a "speed dip": a local speed minimum below this fraction of the reference speed
+GRID_S = 0.005  # resampling step for velocity/acceleration (filters the 1 kHz sampling jitter)
+
+
+def log(msg: str) -> None:
+    print(f"[control_loop {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- the sim child ------------------------------------------------------------------------------
+def serve_sim(host: str) -> None:
+    """Child process: the sim lab without cameras, until killed."""
+    from pld_robot.sim.lab import SimLab, SimLabConfig
+
+    lab = SimLab(SimLabConfig(host=host, cameras={})).start()
+    print("ready", flush=True)
+    try:
+        while True:
+            time.sleep(1.0)
+    finally:
+        lab.stop()
+
+
+def start_sim(host: str) -> subprocess.Popen:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bench.control_loop", "--serve-sim", host],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    line = child.stdout.readline().strip()
+    if line != "ready":
+        child.kill()
+        raise RuntimeError(f"sim child did not start (got {line!r}): {child.stderr.read()[-3000:]}")
+    return child
+
+
+# -- reference path -----------------------------------------------------------------------------
+class CirclePath:
+    """One lap of a circle in the xy plane with linear speed ramps, plus a yaw oscillation that
+    follows the lap's phase (so it ramps with it). `pose(t)` for t in host seconds from the start."""
+
+    def __init__(self, start_pos: np.ndarray, start_rot: np.ndarray):
+        self.omega = 2 * np.pi / LAP_S
+        self.duration = LAP_S + RAMP_S  # the two half-ramps cover RAMP_S of plateau time
+        self.plateau = (RAMP_S, self.duration - RAMP_S)
+        self.speed = CIRCLE_RADIUS * self.omega
+        self.peak_yaw_rate = YAW_AMPLITUDE * self.omega
+        # start on the circle's -x side so the circle extends towards +x (into the workspace)
+        self.center = start_pos + np.array([CIRCLE_RADIUS, 0.0, 0.0])
+        self.start_rot = start_rot
+
+    def phase(self, t: float) -> float:
+        t = min(max(t, 0.0), self.duration)
+        w, r, d = self.omega, RAMP_S, self.duration
+        if t < r:
+            return 0.5 * w * t * t / r
+        if t <= d - r:
+            return 0.5 * w * r + w * (t - r)
+        return 2 * np.pi - 0.5 * w * (d - t) ** 2 / r
+
+    def pose(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        th = self.phase(t)
+        pos = self.center + CIRCLE_RADIUS * np.array([-np.cos(th), np.sin(th), 0.0])
+        yaw = YAW_AMPLITUDE * np.sin(th)
+        c, s = np.cos(yaw), np.sin(yaw)
+        rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        return pos, rz @ self.start_rot
+
+
+# -- robot helpers ------------------------------------------------------------------------------
+@dataclass
+class Samples:
+    host: list = field(default_factory=list)  # perf_counter seconds
+    sim_ms: list = field(default_factory=list)  # robot state time (the sim's 1 kHz clock)
+    pos: list = field(default_factory=list)
+    quat: list = field(default_factory=list)
+
+
+def read(robot) -> tuple[float, int, np.ndarray, np.ndarray]:
+    state = robot.state  # one call: pose and the sim's own timestamp (blocks <= 1 ms when idle)
+    t = time.perf_counter()
+    pose = state.O_T_EE
+    return t, int(state.time.to_msec()), np.array(pose.translation), np.array(pose.quaternion)
+
+
+def sample_until(robot, deadline: float, samples: Samples, stop=None) -> bool:
+    """Poll the robot state at ~1 kHz until `deadline` (perf_counter); True if `stop(pos)` fired."""
+    next_due = time.perf_counter()
+    while True:
+        t, ms, pos, quat = read(robot)
+        samples.host.append(t)
+        samples.sim_ms.append(ms)
+        samples.pos.append(pos)
+        samples.quat.append(quat)
+        if stop is not None and stop(pos):
+            return True
+        next_due += SAMPLE_PERIOD
+        now = time.perf_counter()
+        if now >= deadline:
+            return False
+        if next_due < now - 0.005:
+            next_due = now  # fell behind (scheduler): don't burst to catch up
+        delay = min(next_due, deadline) - now
+        if delay > 0:
+            time.sleep(delay)
+
+
+def wait_idle(robot, settle_s: float = 0.15) -> None:
+    """Wait until no motion runs, then until the end effector is at rest (< 1 mm/s over 50 ms)."""
+    from pld_robot.robots.franka import _wait_for_motion
+
+    _wait_for_motion(robot, stop_on_estop=None)
+    deadline = time.perf_counter() + 2.0
+    time.sleep(settle_s)
+    _, ms0, p0, _ = read(robot)
+    while time.perf_counter() < deadline:
+        time.sleep(0.05)
+        _, ms1, p1, _ = read(robot)
+        if np.linalg.norm(p1 - p0) / max(ms1 - ms0, 1) * 1000.0 < 0.001:
+            return
+        ms0, p0 = ms1, p1
+
+
+def go_to_start(robot, dynamics: float) -> None:
+    import franky
+
+    from pld_robot.robots.franka import _retry_preempted
+
+    motion = franky.CartesianMotion(
+        franky.Affine(START_POSITION, START_QUAT), franky.ReferenceType.Absolute, dynamics
+    )
+    _retry_preempted(lambda: robot.move(motion, asynchronous=True))
+    wait_idle(robot)
+
+
+def stop_streamer(robot, streamer) -> None:
+    import franky
+
+    try:
+        streamer.hold()
+    except franky.ControlException as exc:
+        if "preempted" not in str(exc):
+            raise
+    wait_idle(robot)
+
+
+# -- trials -------------------------------------------------------------------------------------
+def latency_trial(robot, streamer_cls, hz: float, dynamics: float, direction: float) -> dict:
+    """Step command from rest, resent every tick; time to the first displacement > 0.5 mm."""
+    from pld_robot.robots.action_spec import ActionSpec
+    from pld_robot.robots.franka import _retry_preempted
+    from pld_robot.robots.safety import EEDeltaSafetyFilter, SafetyLimits
+    from pld_robot.robots.transforms import quat_to_matrix
+
+    spec = ActionSpec()
+    period = 1.0 / hz
+    safety = EEDeltaSafetyFilter(SafetyLimits(), spec.names, hz)
+    step = min(spec.high[0], SafetyLimits().max_linear_speed * period)  # the largest allowed x step
+    action = np.array([direction * step, 0, 0, 0, 0, 0, 0.0])
+    streamer = streamer_cls(robot, period, dynamics)
+    _, ms0, p0, _ = read(robot)
+    moved = lambda pos: np.linalg.norm(pos - p0) > LATENCY_THRESHOLD_M  # noqa: E731
+    samples = Samples()
+    t0 = time.perf_counter()
+    hit = False
+    k = 0
+    while not hit and time.perf_counter() - t0 < LATENCY_TIMEOUT_S:
+        _, _, pos, quat = read(robot)
+        rot = quat_to_matrix(quat)
+        target = safety.apply(action, pos, rot)
+        _retry_preempted(streamer.send, target.position, target.rotation, pos, rot)
+        k += 1
+        hit = sample_until(robot, t0 + k * period, samples, stop=moved)
+    stop_streamer(robot, streamer)
+    if not hit:
+        return {"latency_ms": None, "sim_latency_ms": None}
+    return {
+        "latency_ms": 1000.0 * (samples.host[-1] - t0),
+        "sim_latency_ms": float(samples.sim_ms[-1] - ms0),
+    }
+
+
+def tracking_trial(robot, streamer_cls, hz: float, dynamics: float) -> dict:
+    from pld_robot.robots.action_spec import ActionSpec
+    from pld_robot.robots.franka import _retry_preempted
+    from pld_robot.robots.safety import EEDeltaSafetyFilter, SafetyLimits
+    from pld_robot.robots.transforms import matrix_to_rotvec, quat_to_matrix
+
+    spec = ActionSpec()
+    period = 1.0 / hz
+    safety = EEDeltaSafetyFilter(SafetyLimits(), spec.names, hz)
+    _, _, p0, q0 = read(robot)
+    path = CirclePath(p0, quat_to_matrix(q0))
+    streamer = streamer_cls(robot, period, dynamics)
+    samples = Samples()
+    ticks = []  # (t_rel, pos, quat)
+    clipped = late = 0
+    send_ms = []
+    n_ticks = int(np.ceil(path.duration / period)) + 1
+    t0 = time.perf_counter()
+    for k in range(n_ticks):
+        t_tick = t0 + k * period
+        if time.perf_counter() > t_tick + 0.5 * period:
+            late += 1
+        t, _, pos, quat = read(robot)
+        ticks.append((t - t0, pos, quat))
+        rot = quat_to_matrix(quat)
+        ref_pos, ref_rot = path.pose(t - t0 + period)
+        action = np.concatenate([ref_pos - pos, matrix_to_rotvec(ref_rot @ rot.T), [0.0]])
+        target = safety.apply(action, pos, rot)
+        clipped += bool(target.clipped)
+        s0 = time.perf_counter()
+        _retry_preempted(streamer.send, target.position, target.rotation, pos, rot)
+        send_ms.append(1000.0 * (time.perf_counter() - s0))
+        sample_until(robot, t0 + (k + 1) * period, samples)
+    stop_streamer(robot, streamer)
+    return _tracking_metrics(path, t0, ticks, samples, hz, clipped, late, send_ms, n_ticks)
+
+
+def _errors(path: CirclePath, items) -> tuple[np.ndarray, np.ndarray]:
+    from pld_robot.robots.transforms import quat_to_matrix
+
+    pos_err, rot_err = [], []
+    for t, pos, quat in items:
+        if t > path.duration:
+            continue
+        ref_pos, ref_rot = path.pose(t)
+        pos_err.append(1000.0 * np.linalg.norm(pos - ref_pos))
+        cos = np.clip((np.trace(ref_rot.T @ quat_to_matrix(quat)) - 1.0) / 2.0, -1.0, 1.0)
+        rot_err.append(np.degrees(np.arccos(cos)))
+    return np.array(pos_err), np.array(rot_err)
+
+
+def _stats(x: np.ndarray, digits: int = 2) -> dict:
+    return {
+        "mean": round(float(np.mean(x)), digits),
+        "p95": round(float(np.percentile(x, 95)), digits),
+        "max": round(float(np.max(x)), digits),
+    }
+
+
+def _tracking_metrics(path, t0, ticks, samples, hz, clipped, late, send_ms, n_ticks) -> dict:
+    host = np.array(samples.host) - t0
+    sim_s = np.array(samples.sim_ms, float) / 1000.0
+    pos = np.array(samples.pos)
+    tick_pos_err, tick_rot_err = _errors(path, ticks)
+    fast_pos_err, fast_rot_err = _errors(path, zip(host, pos, samples.quat))
+    # Kinematics in the sim's own clock (physical time, immune to host sampling jitter): unique
+    # states, resampled on a 5 ms grid, on the speed plateau.
+    sim_s, idx = np.unique(sim_s, return_index=True)
+    pos, host = pos[idx], host[idx]
+    lo, hi = path.plateau
+    window = (host >= lo) & (host <= hi)
+    grid = np.arange(sim_s[window][0], sim_s[window][-1], GRID_S)
+    p = np.stack([np.interp(grid, sim_s, pos[:, i]) for i in range(3)], axis=1)
+    v = np.diff(p, axis=0) / GRID_S
+    a = np.diff(v, axis=0) / GRID_S
+    speed = np.linalg.norm(v, axis=1)
+    minima = (speed[1:-1] < speed[:-2]) & (speed[1:-1] <= speed[2:]) & (speed[1:-1] < DIP_FRACTION * path.speed)
+    plateau_s = grid[-1] - grid[0]
+    host_span = host[window][-1] - host[window][0]
+    length = float(np.sum(np.linalg.norm(np.diff(pos[window], axis=0), axis=1)))
+    return {
+        "ticks": {"pos_mm": _stats(tick_pos_err), "rot_deg": _stats(tick_rot_err)},
+        "between_1khz": {"pos_mm": _stats(fast_pos_err), "rot_deg": _stats(fast_rot_err)},
+        "samples_1khz": int(len(fast_pos_err)),
+        "mean_speed_mm_s": round(1000.0 * length / host_span, 1),
+        "reference_speed_mm_s": round(1000.0 * path.speed, 1),
+        "rms_accel_m_s2": round(float(np.sqrt(np.mean(np.sum(a * a, axis=1)))), 3),
+        "reference_rms_accel_m_s2": round(path.speed ** 2 / CIRCLE_RADIUS, 3),
+        "speed_cv": round(float(np.std(speed) / np.mean(speed)), 3),
+        "speed_dips_per_s": round(float(np.sum(minima)) / plateau_s, 2),
+        "sim_realtime_factor": round(float((sim_s[-1] - sim_s[0]) / (host[-1] - host[0])), 3),
+        "ticks_clipped": int(clipped),
+        "ticks_late": int(late),
+        "n_ticks": int(n_ticks),
+        "send_ms_p50": round(float(np.median(send_ms)), 3),
+    }
+
+
+# -- the run ------------------------------------------------------------------------------------
+def _pct(values, q):
+    values = [v for v in values if v is not None]
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
+def _mean_of(trials, *keys):
+    vals = []
+    for trial in trials:
+        x = trial
+        for key in keys:
+            x = x[key]
+        vals.append(x)
+    return float(np.mean(vals))
+
+
+def _summarise_method(lat: list[dict], track: list[dict]) -> dict:
+    ms = [x["latency_ms"] for x in lat]
+    sim_ms = [x["sim_latency_ms"] for x in lat]
+    out = {
+        "latency_ms": {"p50": _pct(ms, 50), "p90": _pct(ms, 90), "n": len(ms),
+                       "timeouts": sum(m is None for m in ms)},
+        "latency_sim_ms": {"p50": _pct(sim_ms, 50), "p90": _pct(sim_ms, 90)},
+        "tracking_trials": len(track),
+    }
+    if track:
+        out["tracking"] = {}
+        for where in ("ticks", "between_1khz"):
+            out["tracking"][where] = {
+                kind: {stat: round(_mean_of(track, where, kind, stat), 2) for stat in ("mean", "p95", "max")}
+                for kind in ("pos_mm", "rot_deg")
+            }
+        for key in ("mean_speed_mm_s", "reference_speed_mm_s", "rms_accel_m_s2", "reference_rms_accel_m_s2",
+                    "speed_cv", "speed_dips_per_s", "sim_realtime_factor", "ticks_clipped", "ticks_late",
+                    "send_ms_p50"):
+            out["tracking"][key] = round(_mean_of(track, key), 3)
+        out["tracking"]["per_trial"] = track
+    return out
+
+
+RATIO_METRICS = {
+    "pos_mean_1khz": ("between_1khz", "pos_mm", "mean"),
+    "pos_p95_1khz": ("between_1khz", "pos_mm", "p95"),
+    "rot_mean_1khz": ("between_1khz", "rot_deg", "mean"),
+    "pos_mean_ticks": ("ticks", "pos_mm", "mean"),
+}
+
+
+def _chosen_ratios(chosen: str, per_round: list[dict[str, dict]]) -> dict:
+    """chosen / best alternative. The alternative is the one with the lowest mean over the rounds;
+    the ratio is taken per round (same round = measured side by side) and summarised by its median."""
+    out = {}
+    for label, keys in RATIO_METRICS.items():
+        def value(trial):
+            return trial[keys[0]][keys[1]][keys[2]]
+        others = {m for r in per_round for m in r if m != chosen}
+        means = {m: np.mean([value(r[m]) for r in per_round if m in r]) for m in others}
+        best = min(means, key=means.get)
+        ratios = [value(r[chosen]) / value(r[best]) for r in per_round
+                  if chosen in r and best in r and value(r[best]) > 0]
+        out[label] = {
+            "best_alternative": best,
+            "ratio_median": round(float(np.median(ratios)), 3),
+            "ratio_per_round": [round(float(x), 3) for x in ratios],
+            "chosen_mean": round(float(np.mean([value(r[chosen]) for r in per_round])), 2),
+            "best_alternative_mean": round(float(means[best]), 2),
+        }
+    return out
+
+
+def run_arm(rounds: int, latency_per_round: int) -> dict:
+    import franky
+
+    from pld_robot.robots.franka import FrankaConfig, _keep_scheduling_policy
+    from pld_robot.robots.franka_streaming import STREAMERS
+
+    config = FrankaConfig()
+    dynamics = config.dynamics_factor
+    methods = list(STREAMERS)
+    host = f"127.0.{random.randint(2, 254)}.{random.randint(2, 254)}"
+    log(f"starting franky-sim on {host}")
+    sim = start_sim(host)
+    try:
+        with _keep_scheduling_policy():
+            robot = franky.Robot(host, realtime_config=franky.RealtimeConfig.Ignore)
+        robot.relative_dynamics_factor = dynamics
+        robot.recover_from_errors()
+        go_to_start(robot, dynamics)
+        lat = {hz: {m: [] for m in methods} for hz in RATES_HZ}
+        track = {hz: {m: [] for m in methods} for hz in RATES_HZ}
+        per_round = {hz: [] for hz in RATES_HZ}
+        errors = []
+        for rnd in range(rounds):
+            for hz in RATES_HZ:
+                order = methods[rnd % len(methods):] + methods[:rnd % len(methods)]
+                results = {}
+                for name in order:
+                    cls = STREAMERS[name]
+                    try:
+                        go_to_start(robot, dynamics)
+                        for i in range(latency_per_round):
+                            lat[hz][name].append(latency_trial(robot, cls, hz, dynamics, (-1.0) ** i))
+                        go_to_start(robot, dynamics)
+                        result = tracking_trial(robot, cls, hz, dynamics)
+                    except franky.ControlException as exc:
+                        errors.append(f"{name} @ {hz:g} Hz round {rnd}: {exc}")
+                        log(f"ERROR {errors[-1]}")
+                        robot.recover_from_errors()
+                        continue
+                    track[hz][name].append(result)
+                    results[name] = result
+                    lats = [x["latency_ms"] for x in lat[hz][name][-latency_per_round:]]
+                    log(f"round {rnd + 1}/{rounds} {hz:>4g} Hz {name:<9} latency "
+                        f"{', '.join('-' if x is None else f'{x:.0f}' for x in lats)} ms; "
+                        f"pos err ticks {result['ticks']['pos_mm']['mean']:.2f} / 1kHz "
+                        f"{result['between_1khz']['pos_mm']['mean']:.2f} mm, rot 1kHz "
+                        f"{result['between_1khz']['rot_deg']['mean']:.2f} deg, "
+                        f"{result['mean_speed_mm_s']:.0f} mm/s, dips {result['speed_dips_per_s']}/s, "
+                        f"rtf {result['sim_realtime_factor']}")
+                per_round[hz].append(results)
+        rates = {}
+        for hz in RATES_HZ:
+            spec_step = min(0.02, 0.25 / hz)
+            rates[f"{hz:g}hz"] = {
+                "period_ms": round(1000.0 / hz, 2),
+                "max_step_mm": round(1000 * spec_step, 2),
+                "reference_step_fraction_of_bound": round(CIRCLE_RADIUS * 2 * np.pi / LAP_S / hz / spec_step, 3),
+                "methods": {m: _summarise_method(lat[hz][m], track[hz][m]) for m in methods},
+                "chosen_vs_best_alternative": _chosen_ratios(config.streaming, per_round[hz])
+                if config.streaming in methods and len(methods) > 1 else None,
+            }
+        return {
+            "sim_host": host,
+            "dynamics_factor": dynamics,
+            "rounds": rounds,
+            "latency_trials_per_round": latency_per_round,
+            "rates": rates,
+            "errors": errors,
+        }
+    finally:
+        sim.kill()
+        sim.wait()
+
+
+def machine_context() -> dict:
+    def version(dist):
+        try:
+            return _md.version(dist)
+        except _md.PackageNotFoundError:
+            return None
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "franky_control": version("franky-control"),
+        "franky_sim": version("franky-sim"),
+        "mujoco": version("mujoco"),
+        "git_commit": commit,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one round, 3 latency trials, 2 s camera runs")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; --quick 1)")
+    parser.add_argument("--latency-trials", type=int, help="latency trials per method per round (default 4)")
+    parser.add_argument("--no-camera", action="store_true", help="skip the camera node measurement")
+    parser.add_argument("--serve-sim", metavar="HOST", help=argparse.SUPPRESS)  # the sim child
+    a = parser.parse_args()
+    if a.serve_sim:
+        serve_sim(a.serve_sim)
+        return
+    rounds = a.rounds or (1 if a.quick else 3)
+    latency_per_round = a.latency_trials or (3 if a.quick else 4)
+    camera_s = 2.0 if a.quick else 5.0
+
+    from pld_robot.robots.franka import FrankaConfig
+
+    t_start = time.perf_counter()
+    result = {"bench": "control_loop", "command": "python -m bench.control_loop" + (" --quick" if a.quick else ""),
+              "machine": machine_context(), "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
+    chosen = FrankaConfig().streaming
+    arm = run_arm(rounds, latency_per_round)
+    result["streaming"] = arm
+    if not a.no_camera:
+        from bench.camera_node import measure
+
+        log("camera node: default Fast DDS transport")
+        default = measure(camera_s, 30, 640, 480)
+        log("camera node: 16 MiB shared-memory segment")
+        shm = measure(camera_s, 30, 640, 480, shm_segment_mb=16)
+        result["camera_node"] = {"default_transport": default, "shm_16mib": shm}
+    result["chosen"] = {
+        "method": chosen,
+        "source": "pld_robot.robots.franka.FrankaConfig().streaming",
+        "tracking_ratio_vs_best_alternative": {
+            rate: {k: v["ratio_median"] for k, v in (r["chosen_vs_best_alternative"] or {}).items()}
+            for rate, r in arm["rates"].items()
+        },
+    }
+    result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["wall_s"] = round(time.perf_counter() - t_start, 1)
+    text = json.dumps(result)
+    if a.out:
+        a.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()

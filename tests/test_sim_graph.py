@@ -1,0 +1,114 @@
+"""The whole sim graph end to end: sim_node (franky-sim in a child process), arm_node, teleop_node,
+driven over real DDS by the same runner `pld-robot sim` uses."""
+
+import os
+import random
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+
+from pld_robot.nodes.action_msgs import chunk_to_msg
+from pld_robot.nodes.arm_node import ESTOP_QOS
+from pld_robot.nodes.runner import GraphRunner
+from pld_robot.nodes.scripted_pickup import ScriptedPickUpNode
+from pld_robot.paths import shipped_config
+from pld_robot.robots.action_spec import ActionSpec
+
+pytestmark = pytest.mark.slow
+
+HOST = "127.0.0.61"  # franky-sim binds fixed ports: an address of this module's own
+
+
+class Probe(Node):
+    def __init__(self):
+        super().__init__("graph_probe")
+        self.images: list[Image] = []
+        self.status: list[DiagnosticStatus] = []
+        self.create_subscription(Image, "/camera/front/color/image_raw", self.images.append, qos_profile_sensor_data)
+        self.create_subscription(DiagnosticStatus, "/arm/status", self.status.append, 10)
+        self.command = self.create_publisher(type(chunk_to_msg(np.zeros(7), ["a"] * 7, 10.0, 0.0)), "/arm/command", 10)
+        self.estop = self.create_publisher(Bool, "/arm/estop", ESTOP_QOS)
+        self.reset_estop = self.create_client(Trigger, "/arm/reset_estop")
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    os.environ["ROS_DOMAIN_ID"] = str(random.randint(20, 99))
+    overrides = {"sim_node": {"lab": {"host": HOST}}, "arm_node": {"arm": {"host": HOST}}}
+    with GraphRunner(shipped_config("sim.yaml"), overrides=overrides) as runner:
+        probe = runner.add_node(Probe())
+        driver = runner.add_node(ScriptedPickUpNode(ActionSpec(), lift_height=0.05, cube_size=0.04))
+        driver.wait_for_inputs(timeout=30.0)
+        yield runner, probe, driver
+
+
+def test_sim_cameras_publish_rendered_frames(graph):
+    _, probe, _ = graph
+    wait_for(lambda: len(probe.images) >= 3, 10.0, "three front-camera images")
+    msg = probe.images[-1]
+    assert (msg.width, msg.height, msg.encoding) == (128, 128, "rgb8")
+    image = np.frombuffer(bytes(msg.data), np.uint8).reshape(128, 128, 3)
+    assert image.std() > 10, "a rendered scene, not a blank frame"
+
+
+def test_scripted_pick_up_through_arm_command_lifts_the_cube(graph):
+    _, _, driver = graph
+    result = driver.run_episode(0, max_steps=200)
+    assert result.lifted, f"cube only reached z={result.cube_height:.3f} m"
+
+
+def test_nan_command_is_refused_and_reported(graph):
+    _, probe, _ = graph
+    probe.status.clear()
+    action = np.zeros(7)
+    action[1] = np.nan
+    probe.command.publish(chunk_to_msg(action, ActionSpec().names, 10.0, time.time()))
+    wait_for(lambda: any("dy" in s.message and "refused" in s.message for s in probe.status), 5.0,
+             "/arm/status to report the refused NaN command")
+
+
+def test_estop_message_latches_until_reset(graph):
+    runner, probe, driver = graph
+    arm = runner.nodes["arm_node"].arm
+    probe.estop.publish(Bool(data=True))
+    wait_for(lambda: arm.state().estop, 5.0, "the arm to latch the e-stop")
+    before = arm.state().ee_position
+    for _ in range(5):
+        probe.command.publish(chunk_to_msg([0.01, 0, 0, 0, 0, 0, 0], ActionSpec().names, 10.0, time.time()))
+        time.sleep(0.1)
+    assert np.linalg.norm(arm.state().ee_position - before) < 0.002, "arm moved while e-stopped"
+    assert arm.state().estop, "e-stop released itself"
+    assert driver.call(probe.reset_estop) == "e-stop reset"
+    assert not arm.state().estop
+
+
+def test_pld_robot_sim_command_runs_an_episode(tmp_path):
+    """`pld-robot sim` as a user runs it (here one episode on its own address and domain)."""
+    config = tmp_path / "sim.yaml"
+    config.write_text(shipped_config("sim.yaml").read_text().replace('"127.0.0.1"', '"127.0.0.62"'))
+    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 160)))
+    done = subprocess.run(
+        [sys.executable, "-m", "pld_robot.cli", "sim", "--episodes", "1", "--config", str(config)],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "episode 1/1: lifted" in done.stdout, done.stdout
+    assert "success rate: 1/1" in done.stdout
