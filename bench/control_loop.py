@@ -18,10 +18,17 @@ per-tick delta into the absolute target):
 Methods are interleaved (rotating order, several rounds) because the machine is shared and noisy;
 the ratio of the driver's method to the best alternative is taken per round, side by side.
 
+As the driver runs them, the waypoint and velocity motions get the dynamics factor twice (robot-wide
+and per motion; franky multiplies the two). Diagnostic variants named `<method>+dyn_once` apply it
+once; they are reported apart from the driver's methods (`--no-diagnostics` skips them).
+
+The camera node's publish rate and latency at 640x480 (bench.camera_node.measure: default Fast DDS
+transport vs a 16 MiB shared-memory segment) are measured after the sim is stopped.
+
 franky-sim runs in a child process (its Python 1 kHz loop would otherwise compete with this one
 for the GIL), on a private loopback address so it cannot collide with other sims on the host.
 
-    python -m bench.control_loop [--quick] [--out FILE] [--no-camera]
+    python -m bench.control_loop [--quick] [--out FILE] [--no-camera] [--no-diagnostics]
     python bench/control_loop.py            (same; the last line printed is one JSON object)
 """
 
@@ -56,8 +63,8 @@ LAP_S = 3.0  # one lap at plateau speed would take this long
 RAMP_S = 0.5  # linear speed ramp in and out
 YAW_AMPLITUDE = 0.3  # rad
 SAMPLE_PERIOD = 0.001
-DIP_FRACTION = 0.5  # a "speed dip": a local speed minimum below this fraction of the reference speed
-GRID_S = 0.005  # resampling step for velocity/acceleration (filters the 1 kHz sampling jitter)
+DIP_FRACTION = 0.5  # a "speed dip": a local speed minimum below this fraction of the achieved mean speed
+GRID_S = 0.010  # resampling step for velocity/acceleration: keeps < 50 Hz, drops 1 kHz sampling jitter
 
 
 def log(msg: str) -> None:
@@ -312,7 +319,8 @@ def _tracking_metrics(path, t0, ticks, samples, hz, clipped, late, send_ms, n_ti
     v = np.diff(p, axis=0) / GRID_S
     a = np.diff(v, axis=0) / GRID_S
     speed = np.linalg.norm(v, axis=1)
-    minima = (speed[1:-1] < speed[:-2]) & (speed[1:-1] <= speed[2:]) & (speed[1:-1] < DIP_FRACTION * path.speed)
+    mean_speed = float(np.mean(speed))
+    minima = (speed[1:-1] < speed[:-2]) & (speed[1:-1] <= speed[2:]) & (speed[1:-1] < DIP_FRACTION * mean_speed)
     plateau_s = grid[-1] - grid[0]
     host_span = host[window][-1] - host[window][0]
     length = float(np.sum(np.linalg.norm(np.diff(pos[window], axis=0), axis=1)))
@@ -324,7 +332,7 @@ def _tracking_metrics(path, t0, ticks, samples, hz, clipped, late, send_ms, n_ti
         "reference_speed_mm_s": round(1000.0 * path.speed, 1),
         "rms_accel_m_s2": round(float(np.sqrt(np.mean(np.sum(a * a, axis=1)))), 3),
         "reference_rms_accel_m_s2": round(path.speed ** 2 / CIRCLE_RADIUS, 3),
-        "speed_cv": round(float(np.std(speed) / np.mean(speed)), 3),
+        "speed_cv": round(float(np.std(speed) / mean_speed), 3),
         "speed_dips_per_s": round(float(np.sum(minima)) / plateau_s, 2),
         "sim_realtime_factor": round(float((sim_s[-1] - sim_s[0]) / (host[-1] - host[0])), 3),
         "ticks_clipped": int(clipped),
@@ -382,29 +390,35 @@ RATIO_METRICS = {
 }
 
 
-def _chosen_ratios(chosen: str, per_round: list[dict[str, dict]]) -> dict:
-    """chosen / best alternative. The alternative is the one with the lowest mean over the rounds;
-    the ratio is taken per round (same round = measured side by side) and summarised by its median."""
+def _chosen_ratios(chosen: str, per_round: list[dict[str, dict]], pool: list[str]) -> dict:
+    """chosen / best alternative among `pool`. The alternative is the one with the lowest mean over
+    the rounds; the ratio is taken per round (same round = measured side by side), summarised by its
+    median."""
     out = {}
     for label, keys in RATIO_METRICS.items():
         def value(trial):
             return trial[keys[0]][keys[1]][keys[2]]
-        others = {m for r in per_round for m in r if m != chosen}
+        others = [m for m in pool if m != chosen and any(m in r for r in per_round)]
+        if not others or not any(chosen in r for r in per_round):
+            return {}
         means = {m: np.mean([value(r[m]) for r in per_round if m in r]) for m in others}
         best = min(means, key=means.get)
         ratios = [value(r[chosen]) / value(r[best]) for r in per_round
                   if chosen in r and best in r and value(r[best]) > 0]
         out[label] = {
             "best_alternative": best,
-            "ratio_median": round(float(np.median(ratios)), 3),
+            "ratio_median": round(float(np.median(ratios)), 3) if ratios else None,
             "ratio_per_round": [round(float(x), 3) for x in ratios],
-            "chosen_mean": round(float(np.mean([value(r[chosen]) for r in per_round])), 2),
+            "chosen_mean": round(float(np.mean([value(r[chosen]) for r in per_round if chosen in r])), 2),
             "best_alternative_mean": round(float(means[best]), 2),
         }
     return out
 
 
-def run_arm(rounds: int, latency_per_round: int) -> dict:
+ONCE = "+dyn_once"  # diagnostic variant suffix
+
+
+def run_arm(rounds: int, latency_per_round: int, diagnostics: bool = True) -> dict:
     import franky
 
     from pld_robot.robots.franka import FrankaConfig, _keep_scheduling_policy
@@ -412,7 +426,15 @@ def run_arm(rounds: int, latency_per_round: int) -> dict:
 
     config = FrankaConfig()
     dynamics = config.dynamics_factor
-    methods = list(STREAMERS)
+    # (label, streamer, robot-wide dynamics factor). As the driver runs them: FrankaArm.connect sets
+    # robot.relative_dynamics_factor = dynamics_factor AND the streamers pass dynamics_factor to every
+    # franky motion; franky multiplies the two. The diagnostic variants apply the factor once (robot
+    # factor 1.0), for the streamers whose franky motions take a dynamics factor.
+    variants = [(name, name, dynamics) for name in STREAMERS]
+    if diagnostics and dynamics < 1.0:
+        variants += [(name + ONCE, name, 1.0) for name in ("waypoint", "velocity") if name in STREAMERS]
+    labels = [v[0] for v in variants]
+    driver_labels = list(STREAMERS)
     host = f"127.0.{random.randint(2, 254)}.{random.randint(2, 254)}"
     log(f"starting franky-sim on {host}")
     sim = start_sim(host)
@@ -422,52 +444,70 @@ def run_arm(rounds: int, latency_per_round: int) -> dict:
         robot.relative_dynamics_factor = dynamics
         robot.recover_from_errors()
         go_to_start(robot, dynamics)
-        lat = {hz: {m: [] for m in methods} for hz in RATES_HZ}
-        track = {hz: {m: [] for m in methods} for hz in RATES_HZ}
+        lat = {hz: {m: [] for m in labels} for hz in RATES_HZ}
+        track = {hz: {m: [] for m in labels} for hz in RATES_HZ}
         per_round = {hz: [] for hz in RATES_HZ}
         errors = []
         for rnd in range(rounds):
             for hz in RATES_HZ:
-                order = methods[rnd % len(methods):] + methods[:rnd % len(methods)]
+                shift = rnd % len(variants)
                 results = {}
-                for name in order:
+                for label, name, robot_factor in variants[shift:] + variants[:shift]:
                     cls = STREAMERS[name]
                     try:
+                        robot.relative_dynamics_factor = dynamics
                         go_to_start(robot, dynamics)
+                        robot.relative_dynamics_factor = robot_factor
                         for i in range(latency_per_round):
-                            lat[hz][name].append(latency_trial(robot, cls, hz, dynamics, (-1.0) ** i))
+                            lat[hz][label].append(latency_trial(robot, cls, hz, dynamics, (-1.0) ** i))
+                        robot.relative_dynamics_factor = dynamics
                         go_to_start(robot, dynamics)
+                        robot.relative_dynamics_factor = robot_factor
                         result = tracking_trial(robot, cls, hz, dynamics)
                     except franky.ControlException as exc:
-                        errors.append(f"{name} @ {hz:g} Hz round {rnd}: {exc}")
+                        errors.append(f"{label} @ {hz:g} Hz round {rnd}: {exc}")
                         log(f"ERROR {errors[-1]}")
                         robot.recover_from_errors()
                         continue
-                    track[hz][name].append(result)
-                    results[name] = result
-                    lats = [x["latency_ms"] for x in lat[hz][name][-latency_per_round:]]
-                    log(f"round {rnd + 1}/{rounds} {hz:>4g} Hz {name:<9} latency "
+                    finally:
+                        robot.relative_dynamics_factor = dynamics
+                    track[hz][label].append(result)
+                    results[label] = result
+                    lats = [x["latency_ms"] for x in lat[hz][label][-latency_per_round:]]
+                    log(f"round {rnd + 1}/{rounds} {hz:>4g} Hz {label:<18} latency "
                         f"{', '.join('-' if x is None else f'{x:.0f}' for x in lats)} ms; "
                         f"pos err ticks {result['ticks']['pos_mm']['mean']:.2f} / 1kHz "
                         f"{result['between_1khz']['pos_mm']['mean']:.2f} mm, rot 1kHz "
                         f"{result['between_1khz']['rot_deg']['mean']:.2f} deg, "
-                        f"{result['mean_speed_mm_s']:.0f} mm/s, dips {result['speed_dips_per_s']}/s, "
-                        f"rtf {result['sim_realtime_factor']}")
+                        f"{result['mean_speed_mm_s']:.0f} mm/s, rms acc {result['rms_accel_m_s2']}, "
+                        f"dips {result['speed_dips_per_s']}/s, rtf {result['sim_realtime_factor']}")
                 per_round[hz].append(results)
         rates = {}
+        chosen = config.streaming
         for hz in RATES_HZ:
             spec_step = min(0.02, 0.25 / hz)
+            methods = {m: _summarise_method(lat[hz][m], track[hz][m]) for m in labels}
             rates[f"{hz:g}hz"] = {
                 "period_ms": round(1000.0 / hz, 2),
                 "max_step_mm": round(1000 * spec_step, 2),
                 "reference_step_fraction_of_bound": round(CIRCLE_RADIUS * 2 * np.pi / LAP_S / hz / spec_step, 3),
-                "methods": {m: _summarise_method(lat[hz][m], track[hz][m]) for m in methods},
-                "chosen_vs_best_alternative": _chosen_ratios(config.streaming, per_round[hz])
-                if config.streaming in methods and len(methods) > 1 else None,
+                "methods": {m: methods[m] for m in driver_labels},
+                "diagnostic_variants": {m: methods[m] for m in labels if m not in driver_labels},
+                "chosen_vs_best_alternative": _chosen_ratios(chosen, per_round[hz], driver_labels),
+                "diagnostic_chosen_dyn_once_vs_best_other": _chosen_ratios(
+                    chosen + ONCE, per_round[hz],
+                    [m for m in labels if m != chosen]) if chosen + ONCE in labels else None,
             }
         return {
             "sim_host": host,
             "dynamics_factor": dynamics,
+            "effective_dynamics_factor_as_driven": round(dynamics * dynamics, 4),
+            "dynamics_note": (
+                "FrankaArm.connect sets robot.relative_dynamics_factor = dynamics_factor and the waypoint/velocity "
+                "streamers pass dynamics_factor to each franky motion; franky multiplies them, so those motions run "
+                f"at {dynamics * dynamics:.2f} of the robot's limits. '{ONCE}' variants set the robot factor to 1.0 "
+                f"(effective {dynamics:g}). The impedance tracker is torque control and ignores the factor."
+            ),
             "rounds": rounds,
             "latency_trials_per_round": latency_per_round,
             "rates": rates,
@@ -508,24 +548,26 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one round, 3 latency trials, 2 s camera runs")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3; --quick 1)")
-    parser.add_argument("--latency-trials", type=int, help="latency trials per method per round (default 4)")
+    parser.add_argument("--latency-trials", type=int, help="latency trials per method per round (default 3)")
     parser.add_argument("--no-camera", action="store_true", help="skip the camera node measurement")
+    parser.add_argument("--no-diagnostics", action="store_true",
+                        help="skip the '+dyn_once' variants (dynamics factor applied once)")
     parser.add_argument("--serve-sim", metavar="HOST", help=argparse.SUPPRESS)  # the sim child
     a = parser.parse_args()
     if a.serve_sim:
         serve_sim(a.serve_sim)
         return
     rounds = a.rounds or (1 if a.quick else 3)
-    latency_per_round = a.latency_trials or (3 if a.quick else 4)
+    latency_per_round = a.latency_trials or 3
     camera_s = 2.0 if a.quick else 5.0
 
     from pld_robot.robots.franka import FrankaConfig
 
     t_start = time.perf_counter()
-    result = {"bench": "control_loop", "command": "python -m bench.control_loop" + (" --quick" if a.quick else ""),
+    result = {"bench": "control_loop", "command": " ".join(["python -m bench.control_loop", *sys.argv[1:]]),
               "machine": machine_context(), "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
     chosen = FrankaConfig().streaming
-    arm = run_arm(rounds, latency_per_round)
+    arm = run_arm(rounds, latency_per_round, diagnostics=not a.no_diagnostics)
     result["streaming"] = arm
     if not a.no_camera:
         from bench.camera_node import measure
@@ -539,7 +581,7 @@ def main() -> None:
         "method": chosen,
         "source": "pld_robot.robots.franka.FrankaConfig().streaming",
         "tracking_ratio_vs_best_alternative": {
-            rate: {k: v["ratio_median"] for k, v in (r["chosen_vs_best_alternative"] or {}).items()}
+            rate: {k: [v["ratio_median"], v["best_alternative"]] for k, v in r["chosen_vs_best_alternative"].items()}
             for rate, r in arm["rates"].items()
         },
     }

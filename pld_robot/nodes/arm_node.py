@@ -10,11 +10,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -25,6 +23,7 @@ from trajectory_msgs.msg import JointTrajectory
 from pld_robot.nodes.action_msgs import chunk_to_msg, joint_state_msg, msg_to_chunk, pose_to_msg
 from pld_robot.nodes.image_msgs import from_time
 from pld_robot.nodes.params import node_config
+from pld_robot.nodes.spin import run_node
 from pld_robot.robots.arm import ArmFault
 from pld_robot.robots.franka import FrankaArm, FrankaConfig
 from pld_robot.robots.safety import EStopEngaged, UnsafeCommand
@@ -144,17 +143,7 @@ class ArmNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = ArmNode()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ArmNode, args, threads=4)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ from __future__ import annotations
 import threading
 from typing import Optional
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
@@ -18,6 +16,7 @@ from pld_robot.cameras import make_camera
 from pld_robot.cameras.base import Camera, CameraConfig, CameraError, CameraIntrinsics, Frame
 from pld_robot.nodes.image_msgs import camera_info, numpy_to_image, to_time
 from pld_robot.nodes.params import node_config
+from pld_robot.nodes.spin import run_node
 
 
 class CameraPublisher:
@@ -108,17 +107,7 @@ class CameraNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    try:
-        node = CameraNode()
-        try:
-            rclpy.spin(node)
-        finally:
-            node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        rclpy.try_shutdown()
+    run_node(CameraNode, args)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import rclpy
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -21,6 +19,7 @@ from pld_robot.cameras.base import CameraError
 from pld_robot.nodes.action_msgs import pose_to_msg
 from pld_robot.nodes.camera_node import CameraPublisher
 from pld_robot.nodes.params import node_config
+from pld_robot.nodes.spin import run_node
 from pld_robot.sim.lab import SimLab, SimLabConfig
 
 
@@ -80,17 +79,7 @@ class SimNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = SimNode()
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimNode, args, threads=2)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-import rclpy
 from builtin_interfaces.msg import Time
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Joy
@@ -27,6 +25,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from pld_robot.nodes.image_msgs import from_time
 from pld_robot.nodes.params import node_config
+from pld_robot.nodes.spin import run_node
 from pld_robot.robots.action_spec import FRANKA_EE_DELTA_NAMES
 from pld_robot.teleop.mapping import (
     ACTION_DIM,
@@ -194,17 +193,7 @@ class TeleopNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    try:
-        node = TeleopNode()
-        try:
-            rclpy.spin(node)
-        finally:
-            node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        rclpy.try_shutdown()
+    run_node(TeleopNode, args)
 
 
 if __name__ == "__main__":
