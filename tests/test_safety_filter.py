@@ -117,6 +117,19 @@ def test_the_tighter_of_the_two_limits_is_used_whichever_it_is():
     assert rotation_angle(t.rotation @ DOWN.T) == pytest.approx(0.02, abs=1e-9)  # per step
 
 
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="driver bug: after the step is capped to exactly max_step, (position + delta) - position "
+    "exceeds max_step by an ulp and the second _cap_norm adds a spurious 'return to workspace' "
+    "to SafeTarget.clipped (675 of 800 heights tried at x=0.307); it reaches /arm/status",
+)
+def test_a_capped_step_inside_the_box_reports_only_the_step_cap():
+    f = make_filter()
+    position = np.array([0.307, 0.0, 0.4247])  # well inside the box, as measured in franky-sim
+    t = f.apply(action(dz=-0.03), position, DOWN)
+    assert t.clipped == ("translation step",)
+
 # -- workspace box --------------------------------------------------------------------------
 
 def test_a_target_past_a_face_is_clamped_onto_it():

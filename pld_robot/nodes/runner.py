@@ -100,6 +100,10 @@ class GraphRunner:
 
     def shutdown(self) -> None:
         if self._executor is not None:
+            # Detach the nodes first: callbacks already queued in the thread pool would otherwise
+            # run against destroyed nodes and leave unretrieved exceptions behind.
+            for node in self.nodes.values():
+                self._executor.remove_node(node)
             self._executor.shutdown(timeout_sec=2.0)
         # Reverse order: the arm lets go of the sim before the sim stops.
         for node in reversed(list(self.nodes.values())):

@@ -44,6 +44,7 @@ class ScriptedPickUpNode(Node):
         self._command = self.create_publisher(JointTrajectory, "/arm/command", 10)
         self._home = self.create_client(Trigger, "/arm/home")
         self._reset = self.create_client(Trigger, "/sim/reset_cube")
+        self._hold = self.create_client(Trigger, "/arm/hold")
 
     def _on_ee(self, msg: PoseStamped) -> None:
         with self._lock:
@@ -90,6 +91,7 @@ class ScriptedPickUpNode(Node):
                 break
             time.sleep(max(0.0, start + steps * self.spec.period - time.monotonic()))
         duration = time.monotonic() - start
+        self.call(self._hold)  # the episode is over: stop on purpose rather than by the watchdog
         time.sleep(0.3)  # let the cube settle in the hand before judging
         with self._lock:
             cube_z = float(self._cube[0][2])

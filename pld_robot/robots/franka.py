@@ -42,8 +42,8 @@ class FrankaConfig:
     host: str = "172.16.0.2"
     action: ActionSpec = field(default_factory=ActionSpec)
     safety: SafetyLimits = field(default_factory=SafetyLimits)
-    streaming: Literal["waypoint", "velocity", "impedance"] = "waypoint"
-    dynamics_factor: float = 0.3  # franky relative dynamics while streaming policy steps
+    streaming: Literal["velocity", "waypoint", "impedance"] = "velocity"  # measured: BENCHMARKS.md
+    dynamics_factor: float = 0.3  # fraction of the robot's velocity/acceleration/jerk limits per step
     home_joints: tuple[float, float, float, float, float, float, float] = (
         0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785,
     )
@@ -92,7 +92,9 @@ class FrankaArm:
                         f"{self.config.connect_timeout_s:.0f} s: {exc}"
                     ) from exc
                 time.sleep(0.5)
-        self._robot.relative_dynamics_factor = self.config.dynamics_factor
+        # franky multiplies the robot-wide factor with each motion's own: keep the robot-wide one at
+        # 1 and give every motion its factor explicitly, so a factor is applied exactly once.
+        self._robot.relative_dynamics_factor = 1.0
         self._robot.recover_from_errors()
         self._streamer = STREAMERS[self.config.streaming](
             self._robot, self.spec.period, self.config.dynamics_factor

@@ -2,7 +2,10 @@
 
 Each streamer turns "be at this pose one control period from now" into a franky motion. Which one
 tracks better at 10 and 30 Hz was measured in franky-sim (bench/control_loop.py, BENCHMARKS.md);
-the robot YAML picks one by name and the measured winner is the default.
+the robot YAML picks one by name and the measured winner (velocity) is the default.
+
+`dynamics` is the motion's relative dynamics factor (fraction of the robot's velocity, acceleration
+and jerk limits); the driver keeps franky's robot-wide factor at 1 so it is applied once.
 """
 
 from __future__ import annotations
