@@ -8,7 +8,8 @@ processes, deserialisation and the subscriber's executor. Both ends run on this 
 
 Publisher and subscriber each run in a child process, so that each measurement gets its own DDS
 transport setup: Fast DDS reads its XML profile once per process. The script compares Fast DDS's
-default transports with a shared-memory segment large enough for a 640x480 frame (see `SHM_PROFILE`).
+default transports with the shipped profile, config/fastdds.xml (a shared-memory segment large enough
+for several 640x480 frames).
 
     python -m bench.camera_node [--duration 5] [--fps 30] [--width 640] [--height 480]
     python bench/camera_node.py            (same; the last line printed is one JSON object)
@@ -36,24 +37,8 @@ import numpy as np  # noqa: E402
 
 WARMUP_S = 0.5
 
-# Fast DDS's default shared-memory segment is 512 KiB. A best-effort sample larger than that (640x480
-# rgb8 is 900 KiB) is mostly dropped between processes (ros2/rmw_fastrtps#739); this profile gives the
-# segment room for several frames.
-SHM_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<profiles xmlns="http://www.eprosima.com">
-  <transport_descriptors>
-    <transport_descriptor><transport_id>shm_large</transport_id><type>SHM</type>
-      <segment_size>{segment_bytes}</segment_size></transport_descriptor>
-    <transport_descriptor><transport_id>udp</transport_id><type>UDPv4</type></transport_descriptor>
-  </transport_descriptors>
-  <participant profile_name="large_shm" is_default_profile="true">
-    <rtps>
-      <userTransports><transport_id>shm_large</transport_id><transport_id>udp</transport_id></userTransports>
-      <useBuiltinTransports>false</useBuiltinTransports>
-    </rtps>
-  </participant>
-</profiles>
-"""
+# The transport profile the graph ships with (a 16 MiB shared-memory segment; why: its comment).
+SHIPPED_PROFILE = REPO / "config" / "fastdds.xml"
 
 
 def measure(
@@ -61,20 +46,18 @@ def measure(
     fps: int = 30,
     width: int = 640,
     height: int = 480,
-    shm_segment_mb: Optional[int] = None,
+    fastdds_profile: Optional[Path] = None,
 ) -> dict:
     """Publish for `duration_s` (after a short warm-up) and summarise what the subscriber received.
-    `shm_segment_mb`: run both processes with a Fast DDS shared-memory segment of that size; default:
-    whatever transport the environment configures."""
+    `fastdds_profile`: the Fast DDS XML both processes use; None: Fast DDS's built-in defaults."""
     # A private DDS domain and topic: other processes on this machine may be publishing cameras.
     env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(120, 230)))
+    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    if fastdds_profile is not None:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile)
     name = f"bench{os.getpid()}_{random.randint(0, 99999)}"
     shape = ["--fps", str(fps), "--width", str(width), "--height", str(height)]
     with tempfile.TemporaryDirectory() as tmp:
-        if shm_segment_mb:
-            profile = Path(tmp, "fastdds.xml")
-            profile.write_text(SHM_PROFILE.format(segment_bytes=shm_segment_mb << 20))
-            env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
         subscriber = _spawn(["--subscribe", name, *shape], env, tmp, "sub", stdin=subprocess.PIPE)
         publisher = _spawn(["--publish", name, "--duration", str(duration_s), *shape], env, tmp, "pub")
         try:
@@ -89,7 +72,7 @@ def measure(
         published = _result(publisher, tmp, "pub")
         receipts = _result(subscriber, tmp, "sub")["receipts"]
     summary = _summary(published, receipts, duration_s, fps, width, height)
-    summary["fastdds_transport"] = f"shm segment {shm_segment_mb} MiB + udp" if shm_segment_mb else "default"
+    summary["fastdds_transport"] = str(fastdds_profile.relative_to(REPO)) if fastdds_profile else "default"
     return summary
 
 
@@ -220,8 +203,8 @@ def main() -> None:
     else:
         # Side by side in one run: these machines are too noisy for absolute numbers across runs.
         default = measure(a.duration, a.fps, a.width, a.height)
-        shm = measure(a.duration, a.fps, a.width, a.height, shm_segment_mb=16)
-        result = {"bench": "camera_node", "default_transport": default, "shm_16mib": shm}
+        shipped = measure(a.duration, a.fps, a.width, a.height, fastdds_profile=SHIPPED_PROFILE)
+        result = {"bench": "camera_node", "default_transport": default, "shipped_profile": shipped}
     print(json.dumps(result), flush=True)
 
 

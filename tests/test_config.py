@@ -4,7 +4,7 @@ Importing the node modules imports rclpy (no node is created here)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -52,7 +52,8 @@ class Outer:
     names: tuple[str, ...] = ("a", "b")
     scales: list[float] = field(default_factory=list)
     table: dict[str, Inner] = field(default_factory=dict)
-    note: Optional[str] = None
+    note: Optional[str] = None  # noqa: UP045 - typing.Optional (typing.Union) on purpose
+    label: str | None = None  # and the PEP 604 spelling (types.UnionType)
 
     def __post_init__(self):
         if self.rate_hz <= 0:
@@ -75,6 +76,7 @@ def test_a_full_mapping_builds_every_field_with_its_type():
         scales=[1, 2.5],
         table={"front": {"gain": 2.0}},
         note="hello",
+        label="x",
     )
     assert cfg.rate_hz == 30.0 and isinstance(cfg.rate_hz, float)
     assert cfg.count == 5 and cfg.enabled is False and cfg.mode == "velocity"
@@ -82,8 +84,8 @@ def test_a_full_mapping_builds_every_field_with_its_type():
     assert cfg.names == ("x", "y", "z") and isinstance(cfg.names, tuple)
     assert cfg.scales == [1.0, 2.5] and all(isinstance(v, float) for v in cfg.scales)
     assert cfg.table == {"front": Inner(gain=2.0)}
-    assert cfg.note == "hello"
-    assert build(note=None).note is None
+    assert cfg.note == "hello" and cfg.label == "x"
+    assert build(note=None).note is None and build(label=None).label is None
 
 
 def test_defaults_fill_what_is_left_out():
@@ -118,6 +120,7 @@ def test_unknown_key_is_named_with_its_path():
         ({"table": {"front": {"gain": "x"}}}, "node.table.front.gain", "number"),
         ({"table": ["front"]}, "node.table", "mapping"),
         ({"note": 5}, "node.note", "string"),
+        ({"label": 5}, "node.label", "string"),
     ],
 )
 def test_wrong_type_is_named_with_its_path(data, where, what):
@@ -259,14 +262,16 @@ def sim_config(path, node="sim_node"):
 def test_shipped_sim_yaml_loads_into_the_node_configs():
     arm = arm_config(SIM_YAML)
     sim = sim_config(SIM_YAML)
+    raw = load_node_params(SIM_YAML, "arm_node")["arm"]
     # Spot checks that the values reached the typed configs, not just that nothing raised.
     assert arm.arm.host == sim.lab.host  # the arm connects where the sim binds
     assert arm.arm.realtime is False
-    assert arm.arm.streaming == "waypoint"
+    assert arm.arm.streaming == raw["streaming"]
     assert arm.arm.action.names == ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
     assert arm.arm.action.control_hz == 10.0
     assert arm.arm.safety.workspace_low == (0.25, -0.35, 0.01)
     assert arm.arm.safety.watchdog_periods == 3.0
+    assert arm.arm.safety.approach_gain == 0.5
     assert sim.lab.cube_x_range == (0.45, 0.6)
     assert set(sim.lab.cameras) == {"front", "wrist"}
     assert sim.lab.cameras["wrist"].mount == "wrist"
@@ -280,6 +285,16 @@ def test_shipped_franka_yaml_loads_into_the_arm_node_config():
     assert arm.arm.home_dynamics_factor == 0.1
     assert len(arm.arm.home_joints) == 7
     assert arm.arm.safety.workspace_low == (0.25, -0.35, 0.02)
+    assert arm.arm.safety.approach_gain == 0.5
+
+
+@pytest.mark.parametrize("path", [SIM_YAML, FRANKA_YAML], ids=lambda p: p.name)
+def test_shipped_files_set_every_safety_limit_explicitly(path):
+    """Each limit is a value in the robot YAML: none is left to a code default."""
+    from pld_robot.robots.safety import SafetyLimits
+
+    safety = load_node_params(path, "arm_node")["arm"]["safety"]
+    assert set(safety) == {f.name for f in fields(SafetyLimits)}
 
 
 def _sim_copy(tmp_path, edit):
@@ -315,10 +330,21 @@ def test_a_bad_value_in_a_copy_of_sim_yaml_names_the_key(tmp_path, edit, load, n
     assert names in str(info.value)
 
 
-def test_a_safety_limit_that_fails_validation_names_the_section(tmp_path):
+@pytest.mark.parametrize(
+    "name, value",
+    [("max_rotation_per_step", -0.1), ("approach_gain", 0.0), ("approach_gain", 1.5)],
+)
+def test_a_safety_limit_that_fails_validation_names_the_section(tmp_path, name, value):
     path = _sim_copy(
         tmp_path,
-        lambda d: d["arm_node"]["ros__parameters"]["arm"]["safety"].update(max_rotation_per_step=-0.1),
+        lambda d: d["arm_node"]["ros__parameters"]["arm"]["safety"].update({name: value}),
     )
-    with pytest.raises(ConfigError, match=r"arm_node\.arm\.safety: .*max_rotation_per_step"):
+    with pytest.raises(ConfigError, match=rf"arm_node\.arm\.safety: .*{name}"):
         arm_config(path)
+
+
+def test_an_approach_gain_of_one_in_a_copy_of_sim_yaml_loads(tmp_path):
+    path = _sim_copy(
+        tmp_path, lambda d: d["arm_node"]["ros__parameters"]["arm"]["safety"].update(approach_gain=1),
+    )
+    assert arm_config(path).arm.safety.approach_gain == 1.0

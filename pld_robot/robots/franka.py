@@ -27,6 +27,7 @@ from pld_robot.robots.franka_gripper import GripperWorker
 from pld_robot.robots.franka_streaming import STREAMERS
 from pld_robot.robots.safety import (
     EEDeltaSafetyFilter,
+    EStopEngaged,
     EStopLatch,
     SafeTarget,
     SafetyLimits,
@@ -154,7 +155,8 @@ class FrankaArm:
             target = self._filter.apply(action, position, rotation)
             try:
                 _retry_preempted(self._streamer.send, target.position, target.rotation, position, rotation)
-            except franky.ControlException as exc:
+            except Exception as exc:  # noqa: BLE001 - franky raises ControlException, planner
+                # RuntimeErrors and InvalidMotionTypeException: to the caller all are one fault.
                 self._watchdog.disarm()
                 raise ArmFault(f"Franka refused the motion: {exc}; call recover() to continue") from exc
             self._watchdog.feed()
@@ -169,7 +171,7 @@ class FrankaArm:
             try:
                 self._streamer.hold()
                 _wait_for_motion(robot, stop_on_estop=None)
-            except franky.ControlException as exc:
+            except Exception as exc:  # noqa: BLE001 - stopping must not fail the caller (or the watchdog)
                 log.warning("stopping the Franka raised %s (it is stopped either way)", exc)
 
     def home(self) -> None:
@@ -184,7 +186,9 @@ class FrankaArm:
             with self._lock:
                 _retry_preempted(lambda: robot.move(motion, asynchronous=True))
             _wait_for_motion(robot, stop_on_estop=self._estop)
-        except franky.ControlException as exc:
+        except EStopEngaged:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any franky failure: the same recovery path
             raise ArmFault(f"homing failed: {exc}; call recover() and home again") from exc
         self._gripper.command(False)
 

@@ -45,12 +45,14 @@ class WaypointStreamer:
 
 class VelocityStreamer:
     """A short Cartesian velocity motion per tick: the twist that covers the step in one period,
-    held a little longer than a period so consecutive commands overlap instead of dipping to zero.
-    If commands stop, the last motion ends by itself."""
+    held for `hold_periods` periods. The next tick's command preempts it, so a stream of steps is
+    one continuous motion; if commands stop, the last motion ends by itself. Holding longer than a
+    period would ride out late ticks, but an isolated step would then overshoot (1.5 periods moved
+    a 10 mm step 14.6-15.1 mm)."""
 
     name = "velocity"
 
-    def __init__(self, robot: franky.Robot, period: float, dynamics: float, hold_periods: float = 1.5):
+    def __init__(self, robot: franky.Robot, period: float, dynamics: float, hold_periods: float = 1.0):
         self._robot = robot
         self._period = period
         self._dynamics = dynamics

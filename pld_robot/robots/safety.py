@@ -25,6 +25,9 @@ class SafetyLimits:
     max_linear_speed: float = 0.25  # m/s: caps the per-step translation at the control rate
     max_angular_speed: float = 1.0  # rad/s
     watchdog_periods: float = 3.0  # no fresh command for this many control periods -> stop
+    # A step toward a workspace face may cover at most this fraction of the distance left to it: the
+    # arm slows to a stop at the face instead of arriving at full speed and braking past it.
+    approach_gain: float = 0.5
 
     def __post_init__(self):
         if any(lo >= hi for lo, hi in zip(self.workspace_low, self.workspace_high)):
@@ -35,9 +38,12 @@ class SafetyLimits:
             "max_linear_speed",
             "max_angular_speed",
             "watchdog_periods",
+            "approach_gain",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"safety: {name} must be positive")
+        if self.approach_gain > 1:
+            raise ValueError("safety: approach_gain must be in (0, 1]")
 
 
 class UnsafeCommand(ValueError):
@@ -63,9 +69,9 @@ class EEDeltaSafetyFilter:
     """Turns a requested end-effector delta into a safe absolute target.
 
     Order matters: reject non-finite input, cap the step (translation and rotation, the tighter of
-    the per-step and speed limits), clamp the target into the workspace box, and cap the step again,
-    so an arm that finds itself outside the box (moved by hand) walks back in at the step limit
-    instead of jumping.
+    the per-step and speed limits), clamp the target into the workspace box, slow down near its faces,
+    and cap the step again, so an arm that finds itself outside the box (moved by hand) walks back in
+    at the step limit instead of jumping.
     """
 
     def __init__(self, limits: SafetyLimits, names: tuple[str, ...], control_hz: float):
@@ -98,7 +104,8 @@ class EEDeltaSafetyFilter:
         boxed = np.clip(target, self._low, self._high)
         if not np.allclose(boxed, target):
             clipped.append("workspace box")
-        delta = _cap_norm(boxed - position, self._max_step, "return to workspace", clipped)
+        delta = self._slow_near_faces(boxed - position, position, clipped)
+        delta = _cap_norm(delta, self._max_step, "return to workspace", clipped)
 
         gripper = float(np.clip(action[6], 0.0, 1.0))
         target_rot = rotvec_to_matrix(rotvec) @ rotation
@@ -106,9 +113,22 @@ class EEDeltaSafetyFilter:
         return SafeTarget(position + delta, target_rot, gripper, executed, tuple(clipped))
 
 
+    def _slow_near_faces(self, delta: np.ndarray, position: np.ndarray, clipped: list[str]) -> np.ndarray:
+        gain = self.limits.approach_gain
+        up = gain * np.maximum(self._high - position, 0.0)
+        down = gain * np.maximum(position - self._low, 0.0)
+        slowed = np.clip(delta, -down, up)
+        # Moving away from a face, or back into the box from outside, is never slowed.
+        slowed = np.where((delta > 0) & (position > self._high) | (delta < 0) & (position < self._low),
+                          delta, slowed)
+        if not np.allclose(slowed, delta, rtol=0.0, atol=1e-12):
+            clipped.append("approaching workspace face")
+        return slowed
+
+
 def _cap_norm(v: np.ndarray, limit: float, what: str, clipped: list[str]) -> np.ndarray:
     norm = float(np.linalg.norm(v))
-    if norm > limit:
+    if norm > limit * (1 + 1e-9):  # a step capped once must not count as capped again by rounding
         clipped.append(what)
         return v * (limit / norm)
     return v
