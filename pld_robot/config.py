@@ -153,7 +153,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         key_tp, val_tp = args or (Any, Any)
         return {k: _convert(val_tp, v, f"{path}.{k}") for k, v in value.items()}
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
     if tp is int:

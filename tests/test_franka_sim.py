@@ -192,7 +192,7 @@ def assert_short_stream_works(arm: FrankaArm, truth: Truth) -> None:
     truth.wait_for_rest()
     moved = arm.state().ee_position - p0
     print(f"3 x 5 mm along x: moved {np.round(1000 * moved, 2)} mm")
-    # Measured: MEASURED_SHORT_STREAM. Tolerance: 15 mm -3/+4 mm, 2 mm off-axis.
+    # Measured: 13.3-15.0 mm along x, off-axis < 0.45 mm. Tolerance: 15 mm -3/+4 mm, 2 mm off-axis.
     assert 0.012 <= moved[0] <= 0.019
     assert np.abs(moved[1:]).max() < 0.002
 
@@ -257,9 +257,9 @@ def test_translation_steps_move_the_arm_by_their_sum(homed, truth):
     moved, moved_truth = arm.state().ee_position - p0, truth.tcp() - m0
     print(f"\n10 x 5 mm along x: franky {np.round(1000 * moved, 2)} mm, "
           f"MuJoCo TCP {np.round(1000 * moved_truth, 2)} mm")
-    # Measured: x 45.0-51.7 mm (lower when the shared machine slows the sim), z -0.9 to -1.3 mm,
-    # y < 0.1 mm; franky and MuJoCo within 0.25 mm. Tolerance: 50 +- 8 mm along x, 2.5 mm
-    # off-axis, the two sources within 1.5 mm.
+    # Measured: x 48.5-48.9 mm (franky) and 48.4-48.7 mm (MuJoCo), z -1.05 to -1.24 mm, y 0.02 mm;
+    # the two sources within 0.2 mm (earlier runs on a busier machine: 45.0-51.7 mm along x).
+    # Tolerance: 50 +- 8 mm along x, 2.5 mm off-axis, the two sources within 1.5 mm.
     for d in (moved, moved_truth):
         assert d[0] == pytest.approx(0.050, abs=0.008)
         assert np.abs(d[1:]).max() < 0.0025
@@ -275,7 +275,7 @@ def test_rotation_steps_turn_the_hand_by_their_sum(homed, truth):
     rotvec = turned(s0.ee_quaternion, s1.ee_quaternion)
     print(f"\n10 x 10 mrad yaw: turned {np.round(rotvec, 4)} rad, "
           f"moved {np.round(1000 * (s1.ee_position - s0.ee_position), 2)} mm")
-    # Measured: 0.080-0.0875 rad about z (the arm lags the 0.1 rad/s stream and every step starts
+    # Measured: 0.083-0.086 rad about z (the arm lags the 0.1 rad/s stream and every step starts
     # from the measured orientation), 1.3 mrad about x/y, 1 mm of translation.
     # Tolerance: 0.1 rad -0.03/+0.015 about z, 5 mrad about x/y, 2.5 mm.
     assert 0.07 <= rotvec[2] <= 0.115
@@ -292,26 +292,15 @@ def test_one_isolated_translation_step_moves_the_arm_by_the_step(homed, truth):
     print(f"\none 10 mm step: moved {np.round(1000 * moved, 2)} mm, executed {target.executed[:3]}")
     # The velocity streamer holds the step's twist for one control period, so a step that no other
     # follows (the last of a stream, a lone teleop nudge) moves the arm by the step.
-    # Measured: MEASURED_ISOLATED_X. Tolerance: 10 %, 1 mm off-axis.
+    # Measured: 9.85-9.89 mm along x, 0.2 mm off-axis. Tolerance: 10 %, 1 mm off-axis.
     assert moved[0] == pytest.approx(target.executed[0], rel=0.1)
     assert np.abs(moved[1:]).max() < 0.001
 
 
-ROTATION_SPEED_CAP = (
-    "driver bug: a 0.1 rad step (the ActionSpec bound and the safety per-step cap: the filter "
-    "allows max_angular_speed 1.0 rad/s) asks the velocity streamer for 1.0 rad/s, but franky "
-    "caps a motion at rotation_velocity_limit 2.5 rad/s x dynamics_factor 0.3 = 0.75 rad/s, so "
-    "the hand turns MEASURED_ISOLATED_YAW_01 rad while SafeTarget.executed records 0.100 (steps up "
-    "to 70 mrad turn 94-99 % of the step). Translation has the room: 0.25 m/s against 1.7 x 0.3 "
-    "= 0.51 m/s"
-)
-
-
-@pytest.mark.parametrize(
-    "angle",
-    [0.05, pytest.param(0.1, marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                                        reason=ROTATION_SPEED_CAP))],
-)
+# The safety filter's max_angular_speed (0.7 rad/s) stays below franky's rotation limit for a motion
+# (2.5 rad/s x dynamics_factor 0.3 = 0.75 rad/s), so the largest step it lets through, 0.07 rad at
+# 10 Hz, is one the arm can turn in a period (with 1.0 rad/s a 0.1 rad step turned 0.076 rad).
+@pytest.mark.parametrize("angle", [0.05, 0.07])
 def test_one_isolated_rotation_step_turns_the_hand_by_the_step(homed, truth, angle):
     arm = homed
     s0 = arm.state()
@@ -320,7 +309,8 @@ def test_one_isolated_rotation_step_turns_the_hand_by_the_step(homed, truth, ang
     truth.wait_for_rest()
     rotvec = turned(s0.ee_quaternion, arm.state().ee_quaternion)
     print(f"\none {angle} rad yaw step: turned {np.round(rotvec, 4)} rad")
-    # Measured (0.05 rad): MEASURED_ISOLATED_YAW_005. Tolerance: 10 %, 5 mrad about x/y.
+    # Measured (0.05 rad): 0.0480-0.0485 rad about z, 0.3 mrad about x/y. Tolerance: 10 %, 5 mrad
+    # about x/y.
     assert np.abs(rotvec[:2]).max() < 0.005
     assert rotvec[2] == pytest.approx(angle, rel=0.1)
 
@@ -359,9 +349,9 @@ def floor_push(arm, lab, truth) -> Push:
     truth.wait_for_rest()
     low_z = LIMITS.workspace_low[2]
     push = _push(arm, lab, truth, act(dz=-0.03), lambda t: t.position[2] - low_z < FACE_TOL)
-    print(f"\nfloor push: {len(push.targets)} steps; at rest TCP z franky {push.tcp_franky[2]:.4f} "
-          f"MuJoCo {push.tcp_truth[2]:.4f}, fingertips {push.fingertips:.4f}; lowest on the way: "
-          f"TCP {push.path_tcp[:, 2].min():.4f}, fingertips {push.path_fingertips.min():.4f}")
+    print(f"\nfloor push: {len(push.targets)} steps; at rest TCP z franky {push.tcp_franky[2]:.5f} "
+          f"MuJoCo {push.tcp_truth[2]:.5f}, fingertips {push.fingertips:.5f}; lowest on the way: "
+          f"TCP {push.path_tcp[:, 2].min():.5f}, fingertips {push.path_fingertips.min():.5f}")
     return push
 
 
@@ -373,9 +363,9 @@ def back_and_up_push(floor_push, arm, lab, truth) -> Push:
     low_x, high_z = LIMITS.workspace_low[0], LIMITS.workspace_high[2]
     push = _push(arm, lab, truth, act(dx=-0.01, dz=0.03),
                  lambda t: t.position[0] - low_x < FACE_TOL and high_z - t.position[2] < FACE_TOL)
-    print(f"\nback/up push: {len(push.targets)} steps; at rest franky {np.round(push.tcp_franky, 4)} "
-          f"MuJoCo {np.round(push.tcp_truth, 4)}; on the way min x {push.path_tcp[:, 0].min():.4f}, "
-          f"max z {push.path_tcp[:, 2].max():.4f}")
+    print(f"\nback/up push: {len(push.targets)} steps; at rest franky {np.round(push.tcp_franky, 5)} "
+          f"MuJoCo {np.round(push.tcp_truth, 5)}; on the way min x {push.path_tcp[:, 0].min():.5f}, "
+          f"max z {push.path_tcp[:, 2].max():.5f}")
     return push
 
 
@@ -392,8 +382,9 @@ def test_pushing_into_the_table_stops_the_targets_and_the_arm_at_the_floor(floor
     # is already on it or a hair past it: walking back in is not slowed).
     assert all("workspace box" in t.clipped for t in floor_push.targets[-5:])
     assert any("approaching workspace face" in t.clipped for t in floor_push.targets[-5:])
-    # Measured at rest: MEASURED_FLOOR_REST. Tolerance: within 2 mm of the floor; fingertips
-    # above the table.
+    # Measured at rest (32 steps): TCP z 0.01012, 0.12 mm above the floor (franky and MuJoCo
+    # alike); fingertips (the pads reach 8.9 mm below the TCP) 1.26 mm above the table top (z = 0).
+    # Tolerance: within 2 mm of the floor; fingertips above the table.
     for z in (floor_push.tcp_franky[2], floor_push.tcp_truth[2]):
         assert abs(z - low_z) < 0.002
     assert floor_push.fingertips > 0.0
@@ -401,8 +392,9 @@ def test_pushing_into_the_table_stops_the_targets_and_the_arm_at_the_floor(floor
 
 def test_the_arm_never_goes_through_the_floor_on_the_way(floor_push):
     # The arm slows down toward the floor instead of braking past it. Measured lowest on the way:
-    # MEASURED_FLOOR_PATH. Tolerance: 1 mm below the floor for the TCP; fingertips never below the
-    # table top.
+    # TCP 0.01012 and fingertips 0.00126, i.e. where it comes to rest (no overshoot; with the
+    # earlier driver 2.1-3.0 mm below the floor). Tolerance: 1 mm below the floor for the TCP;
+    # fingertips never below the table top.
     assert floor_push.path_tcp[:, 2].min() > LIMITS.workspace_low[2] - 0.001
     assert floor_push.path_fingertips.min() > 0.0
 
@@ -414,15 +406,17 @@ def test_pushing_back_and_up_stops_the_targets_and_the_arm_at_the_faces(back_and
                if not (t.position[0] >= low_x - 1e-9 and t.position[2] <= high_z + 1e-9)]
     assert not outside, outside
     assert any("approaching workspace face" in t.clipped for t in push.targets[-5:])
-    # Measured at rest: MEASURED_BACKUP_REST. Tolerance: within 2 mm of each face, 2 mm off the
-    # y = 0 plane.
+    # Measured at rest (35 steps): x 0.24997, z 0.54984-0.54985, |y| < 0.05 mm (franky and MuJoCo
+    # alike). Tolerance: within 2 mm of each face, 2 mm off the y = 0 plane.
     for p in (push.tcp_franky, push.tcp_truth):
         assert abs(p[0] - low_x) < 0.002 and abs(p[2] - high_z) < 0.002
         assert abs(p[1]) < 0.002
 
 
 def test_the_arm_never_passes_the_back_face_or_the_ceiling_on_the_way(back_and_up_push):
-    # Measured on the way: MEASURED_BACKUP_PATH. Tolerance: 1 mm past either face.
+    # Measured on the way: min x 0.24997 (0.03 mm past the back face: the last targets walk it back
+    # onto the face), max z 0.54985 (with the earlier driver 0.4-1.5 mm past the back face and
+    # 3.7-7.6 mm above the ceiling). Tolerance: 1 mm past either face.
     path = back_and_up_push.path_tcp
     assert path[:, 0].min() > LIMITS.workspace_low[0] - 0.001
     assert path[:, 2].max() < LIMITS.workspace_high[2] + 0.001
@@ -462,7 +456,9 @@ def test_watchdog_stops_the_arm_when_commands_stop(homed, truth):
     at_rest = max((t for t, v in speeds if v >= REST_SPEED), default=0.0) + 0.05
     print(f"\nmax joint speed in the last 0.3 s of the stream {moving:.3f} rad/s; watchdog fired "
           f"{fired_at} s and the arm was at rest {at_rest:.3f} s after the last command")
-    # Measured: MEASURED_WATCHDOG. The velocity streamer's last motion (one period) ends by itself
+    # Measured: 0.26-0.41 rad/s before the stream stops; the watchdog fires 0.31-0.35 s after the
+    # last command (it checks every half period); the arm is at rest (< 0.01 rad/s on every joint)
+    # 0.24-0.29 s after it: the velocity streamer's last motion (one period) ends by itself just
     # before the watchdog's hold() comes. Tolerance: moving faster than 0.05 rad/s; watchdog fired
     # within 300 ms + 200 ms; at rest within 300 ms + 500 ms and still at 1.5 s; exactly one stop.
     assert moving > 0.05
@@ -485,8 +481,9 @@ def test_nan_is_refused_naming_the_dimension_and_the_arm_holds(homed, truth):
     rest_at, coast, drift = stop_and_stay(truth, t0)
     print(f"\nNaN refused in {1000 * refused_in:.0f} ms; at rest {1000 * rest_at:.0f} ms after it, "
           f"{1000 * coast:.1f} mm further on; then {1000 * drift:.3f} mm in 0.5 s")
-    # Measured: MEASURED_NAN. Tolerance: at rest within 0.5 s and 10 mm; then within 1 mm over
-    # 0.5 s.
+    # Measured: refused (hold() included) in 6-8 ms; the arm at rest 7-15 ms later, 0.1 mm further
+    # on; then still within 0.18 mm. Tolerance: at rest within 0.5 s and 10 mm; then within 1 mm
+    # over 0.5 s.
     assert rest_at < 0.5
     assert coast < 0.010
     assert drift < 0.001
@@ -522,7 +519,8 @@ def test_estop_latches_until_reset(homed, truth):
     drift = float(np.linalg.norm(truth.tcp() - p0))
     print(f"\ne-stop: at rest {1000 * rest_at:.0f} ms after it, {1000 * coast:.1f} mm on; refused "
           f"steps and home moved it {1000 * drift:.3f} mm")
-    # Measured: MEASURED_ESTOP. Tolerance: at rest within 0.5 s and 10 mm; 1 mm.
+    # Measured: at rest 4-12 ms after estop(), 0.0-0.2 mm on; refused commands moved it < 0.24 mm
+    # over 0.7 s. Tolerance: at rest within 0.5 s and 10 mm; 1 mm.
     assert rest_at < 0.5 and coast < 0.010
     assert drift < 0.001
     assert arm.estop_reason == "test"  # refused commands do not clear it
@@ -548,7 +546,8 @@ class _Interleave:
         return getattr(time, name)
 
     def sleep(self, seconds: float) -> None:
-        if threading.current_thread() is self.thread and self._park.is_set() and not self._go.is_set():
+        mine = threading.current_thread() is self.thread
+        if mine and self._park.is_set() and not self._go.is_set():
             self.parked.set()
             self._go.wait(5.0)
         time.sleep(seconds)
@@ -593,7 +592,8 @@ def _estop_during_homing(arm: FrankaArm, truth: Truth, monkeypatch, estop_stops_
             arm.estop("test during homing")
         else:
             with arm._lock:  # estop()'s hold() waits for this: home() looks first
-                stopper = threading.Thread(target=arm.estop, args=("test during homing",), daemon=True)
+                stopper = threading.Thread(target=arm.estop, args=("test during homing",),
+                                           daemon=True)
                 stopper.start()
                 while arm.estop_reason is None:
                     time.sleep(0.001)
@@ -608,8 +608,9 @@ def _estop_during_homing(arm: FrankaArm, truth: Truth, monkeypatch, estop_stops_
     rest_at = time.perf_counter() - t0 - 0.1  # wait_for_rest ends after two calm 50 ms windows
     away = float(np.linalg.norm(truth.tcp() - home_tcp))
     assert arm.estop_reason == "test during homing"
-    print(f"\ne-stop during homing: home() {'raised ' + type(outcome[0]).__name__ if outcome[0] else 'returned'}; "
-          f"at rest {1000 * max(rest_at, 0):.0f} ms after estop(), {1000 * away:.0f} mm from home")
+    what = f"raised {type(outcome[0]).__name__}" if outcome[0] is not None else "returned"
+    print(f"\ne-stop during homing: home() {what}; at rest {1000 * max(rest_at, 0):.0f} ms after "
+          f"estop(), {1000 * away:.0f} mm from home")
     return outcome[0], away, rest_at
 
 
@@ -618,25 +619,17 @@ def test_an_estop_during_homing_stops_the_arm_and_home_raises_it(homed, truth, m
     # (not wrapped into ArmFault).
     raised, away, rest_at = _estop_during_homing(homed, truth, monkeypatch, estop_stops_first=False)
     assert isinstance(raised, EStopEngaged), repr(raised)
-    # Measured: MEASURED_HOME_ESTOP_A. Tolerance: at rest within 0.5 s, short of home by 20 mm.
-    assert rest_at < 0.5
+    # Measured: at rest 0.27-0.36 s after estop() (franky stops a joint motion within its own
+    # dynamics: home_dynamics_factor 0.1), 69-81 mm from home. Tolerance: at rest within 0.6 s,
+    # short of home by more than 20 mm.
+    assert rest_at < 0.6
     assert away > 0.02
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="driver bug: when estop() stops the homing motion (its hold()) before home()'s poll loop "
-    "next looks at the latch, _wait_for_motion sees the motion ended ('preempted' or poll_motion "
-    "True) and returns, so home() returns normally with the arm stopped short of home and the "
-    "e-stop latched, and then opens the hand (gripper.command(False)): measured with natural "
-    "timing (e-stop 0.1 s into homing, 18 trials) home() returned in 12 and the hand, closed "
-    "before, opened to 0.0799 m under the e-stop. home() should check the latch after the wait",
-)
 def test_an_estop_that_stops_the_homing_motion_is_still_raised_by_home(homed, truth, monkeypatch):
     raised, away, _ = _estop_during_homing(homed, truth, monkeypatch, estop_stops_first=True)
     assert away > 0.02  # the e-stop did stop the arm short of home
-    assert isinstance(raised, EStopEngaged), f"home() {'raised ' + repr(raised) if raised else 'returned'}"
+    assert isinstance(raised, EStopEngaged), f"home() {repr(raised) if raised else 'returned'}"
 
 
 # -- f. a scripted pick-up through the driver ------------------------------------------------
@@ -665,7 +658,8 @@ def test_scripted_pick_up_lifts_the_cube(arm, lab, truth):
               f"{time.perf_counter() - t0:.1f} s, lifted {outcomes[-1]} (cube z {lab.cube_pose()[0][2]:.3f})")
         if sum(outcomes) >= 2:
             break  # 2 of 3 reached: a third episode cannot change the verdict
-    # Measured: lifted in every episode run (seed 0: 2 of 2 in each of 6 runs, 45-55 steps, 5-6 s each).
+    # Measured: lifted in every episode run (seed 0: 2 of 2 in each of 10 runs, 45-50 steps, 4.9-5.4 s
+    # each; 45-55 steps, 5-6 s with the earlier driver).
     # Required: 2 of 3.
     assert sum(outcomes) >= 2, outcomes
 
@@ -737,7 +731,8 @@ def test_a_motion_of_another_type_still_running_surfaces_as_arm_fault(ready, tru
     try:
         with pytest.raises(ArmFault, match="recover") as info:
             arm.step(act(dx=0.005))
-        assert isinstance(info.value.__cause__, franky.InvalidMotionTypeException), repr(info.value.__cause__)
+        cause = info.value.__cause__
+        assert isinstance(cause, franky.InvalidMotionTypeException), repr(cause)
     finally:
         _drain_franky_errors(arm)
     assert_short_stream_works(arm, truth)
@@ -759,7 +754,7 @@ def test_a_homing_motion_franky_refuses_surfaces_as_arm_fault(ready, truth):
     np.testing.assert_allclose(truth.joints(), good.home_joints, atol=0.01)
 
 
-def test_watchdog_survives_a_failure_while_stopping(ready):
+def test_watchdog_survives_a_failure_while_stopping(ready, caplog):
     arm = ready
     stops = arm.watchdog_stops
     arm.step(act(dx=0.005))  # arms the watchdog
@@ -767,6 +762,7 @@ def test_watchdog_survives_a_failure_while_stopping(ready):
     time.sleep(0.6)
     try:
         assert arm.watchdog_stops == stops + 1
+        assert "stopping the Franka raised" in caplog.text  # logged, not raised
         _drain_franky_errors(arm)
         # A fresh stream that stops must still be stopped by the watchdog.
         stream(arm, [act(dx=0.005)] * 3)

@@ -146,7 +146,7 @@ def face_of(axis, sign):
 
 
 def test_limits_default_approach_gain_is_a_half():
-    assert LIMITS.approach_gain == 0.5
+    assert SafetyLimits().approach_gain == 0.5
 
 
 def test_a_step_toward_a_face_covers_at_most_half_the_distance_left():
@@ -170,7 +170,10 @@ def test_slowing_starts_before_the_box_would_clip_the_step():
     assert t.executed[0] == pytest.approx(0.02, abs=1e-12) and t.clipped == ()
 
 
-@pytest.mark.parametrize("axis, sign", FACES, ids=[f"{'xyz'[a]}{'+' if s > 0 else '-'}" for a, s in FACES])
+FACE_IDS = [f"{'xyz'[a]}{'+' if s > 0 else '-'}" for a, s in FACES]
+
+
+@pytest.mark.parametrize("axis, sign", FACES, ids=FACE_IDS)
 def test_pushing_into_a_face_converges_to_it_and_never_passes_it(axis, sign):
     f = make_filter()
     face = face_of(axis, sign)
@@ -193,7 +196,7 @@ def test_pushing_into_a_face_converges_to_it_and_never_passes_it(axis, sign):
         assert_executed_matches_target(t, position, DOWN)
         gaps.append(gap)
         position = t.position
-    assert all(g1 < g0 for g0, g1 in zip(gaps, gaps[1:]))  # it always gets closer
+    assert np.all(np.diff(gaps) < 0)  # it always gets closer
     # From the centre (250-350 mm away): full 20 mm steps until within 40 mm, then the gap halves
     # every step: within 1 mm of the face after 16-21 steps, at most six after the slowing starts.
     first_slowed = next(k for k, g in enumerate([sign * (face - CENTRE[axis])] + gaps) if g < 0.04)
@@ -316,19 +319,6 @@ def test_a_command_outward_from_outside_still_only_walks_back():
     assert t.clipped == ("workspace box", "return to workspace")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="driver bug: the exemption in _slow_near_faces, `(delta > 0) & (position > high) | "
-    "(delta < 0) & (position < low)`, can never be true (from outside, the step toward the boxed "
-    "target always points back in: delta < 0 above `high`, > 0 below `low`), so walking back in "
-    "IS slowed, to approach_gain x the distance to the FAR face, whenever the arm is more than "
-    "g/(1-g) box widths outside (g = 0.2: 12.5 cm past the +x face; g = 0.5: one box width). The "
-    "20 mm step cap still binds, so the visible effects are a spurious 'approaching workspace "
-    "face' in SafeTarget.clipped and, off a corner, a walk back bent away from the straight line "
-    "(here by 2.7 deg). The mask was presumably meant as (delta < 0) & (position > high) | "
-    "(delta > 0) & (position < low)",
-)
 def test_walking_back_in_from_far_outside_is_not_slowed():
     f = make_filter(SafetyLimits(approach_gain=0.2))
     position = np.array([0.90, 0.40, 0.30])  # moved by hand 15 cm past +x and 5 cm past +y
@@ -444,17 +434,6 @@ def test_limits_accept_an_approach_gain_in_zero_one(value):
     assert SafetyLimits(approach_gain=value).approach_gain == value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="driver bug: SafetyLimits validates with `value <= 0` (and `approach_gain > 1`), which "
-    "NaN passes, and the YAML loader takes `.nan` as a float. approach_gain .nan makes every "
-    "SafeTarget position NaN; max_translation_per_step .nan removes the translation step cap "
-    "(min(nan, speed * dt) is nan and `norm > nan` is False: from x 0.5 a 0.2 m request moved "
-    "125 mm in one step), max_rotation_per_step .nan the rotation cap; watchdog_periods .nan "
-    "disables the watchdog (`elapsed > nan` is never True). NaN speeds happen to be harmless "
-    "(min(cap, nan) is cap), but are accepted all the same",
-)
 @pytest.mark.parametrize("name", POSITIVE_LIMITS)
 def test_limits_reject_nan_naming_it(name):
     try:

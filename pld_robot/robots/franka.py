@@ -186,6 +186,8 @@ class FrankaArm:
             with self._lock:
                 _retry_preempted(lambda: robot.move(motion, asynchronous=True))
             _wait_for_motion(robot, stop_on_estop=self._estop)
+            # An e-stop may have ended the motion between two polls: never open the hand under it.
+            self._estop.check()
         except EStopEngaged:
             raise
         except Exception as exc:  # noqa: BLE001 - any franky failure: the same recovery path

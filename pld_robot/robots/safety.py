@@ -6,6 +6,7 @@ sends only what comes out. Each limit is a value in the robot YAML; none is opti
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -23,27 +24,37 @@ class SafetyLimits:
     max_translation_per_step: float = 0.02  # m
     max_rotation_per_step: float = 0.1  # rad
     max_linear_speed: float = 0.25  # m/s: caps the per-step translation at the control rate
-    max_angular_speed: float = 1.0  # rad/s
+    # rad/s; below franky's 2.5 rad/s times the driver's dynamics factor (0.3), or a capped step
+    # would still be more than the arm turns in one period
+    max_angular_speed: float = 0.7
     watchdog_periods: float = 3.0  # no fresh command for this many control periods -> stop
     # A step toward a workspace face may cover at most this fraction of the distance left to it: the
     # arm slows to a stop at the face instead of arriving at full speed and braking past it.
     approach_gain: float = 0.5
 
     def __post_init__(self):
+        for name in ("workspace_low", "workspace_high"):
+            if not all(math.isfinite(v) for v in getattr(self, name)):
+                raise ValueError(f"safety: {name} must be finite numbers, got {getattr(self, name)}")
         if any(lo >= hi for lo, hi in zip(self.workspace_low, self.workspace_high)):
             raise ValueError("safety: workspace_low must be below workspace_high on every axis")
-        for name in (
-            "max_translation_per_step",
-            "max_rotation_per_step",
-            "max_linear_speed",
-            "max_angular_speed",
-            "watchdog_periods",
-            "approach_gain",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"safety: {name} must be positive")
-        if self.approach_gain > 1:
-            raise ValueError("safety: approach_gain must be in (0, 1]")
+        for name in _POSITIVE:
+            value = getattr(self, name)
+            if name == "approach_gain":
+                if not 0 < value <= 1:  # also false for NaN
+                    raise ValueError(f"safety: approach_gain must be in (0, 1], got {value}")
+            elif not (math.isfinite(value) and value > 0):
+                raise ValueError(f"safety: {name} must be a positive finite number, got {value}")
+
+
+_POSITIVE = (
+    "max_translation_per_step",
+    "max_rotation_per_step",
+    "max_linear_speed",
+    "max_angular_speed",
+    "watchdog_periods",
+    "approach_gain",
+)
 
 
 class UnsafeCommand(ValueError):
@@ -119,8 +130,8 @@ class EEDeltaSafetyFilter:
         down = gain * np.maximum(position - self._low, 0.0)
         slowed = np.clip(delta, -down, up)
         # Moving away from a face, or back into the box from outside, is never slowed.
-        slowed = np.where((delta > 0) & (position > self._high) | (delta < 0) & (position < self._low),
-                          delta, slowed)
+        returning = ((delta < 0) & (position > self._high)) | ((delta > 0) & (position < self._low))
+        slowed = np.where(returning, delta, slowed)
         if not np.allclose(slowed, delta, rtol=0.0, atol=1e-12):
             clipped.append("approaching workspace face")
         return slowed
