@@ -367,3 +367,17 @@ def test_colcon_build_and_run_teleop_node(tmp_path, monkeypatch):
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_every_node_of_every_shipped_graph_is_an_installed_executable():
+    """The launch files start `graph_from_config(config)` nodes with `ros2 run`-style executables:
+    each must be a console script (installed to lib/pld_robot), with the same module as the
+    in-process runner instantiates."""
+    from pld_robot.nodes.graph import EXECUTABLES, graph_from_config
+
+    scripts = _console_scripts(_setup_kwargs())
+    for executable, (module, _) in EXECUTABLES.items():
+        assert scripts.get(executable, "").partition(":")[0] == module, executable
+    for config in sorted((ROOT / "config").glob("*.yaml")):
+        for spec in graph_from_config(config):
+            assert spec.executable in scripts, f"{config.name}: node {spec.name} has no executable"
