@@ -105,12 +105,12 @@ class GraphRunner:
             for node in self.nodes.values():
                 self._executor.remove_node(node)
             self._executor.shutdown(timeout_sec=2.0)
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)  # its last wait may still hold the nodes' handles
         # Reverse order: the arm lets go of the sim before the sim stops.
         for node in reversed(list(self.nodes.values())):
             node.destroy_node()
         self.nodes.clear()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
         for child in reversed(list(self.children.values())):
             _stop_child(child)
         self.children.clear()

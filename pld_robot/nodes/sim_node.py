@@ -60,6 +60,8 @@ class SimNode(Node):
             publisher.publish(frame)
 
     def _publish_cube(self) -> None:
+        if not self.context.ok():
+            return  # Ctrl-C shut the context down while this timer was due
         position, quaternion = self.lab.cube_pose()
         self._cube_pub.publish(pose_to_msg(position, quaternion, time.time(), "world"))
 

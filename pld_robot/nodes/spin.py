@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
 
@@ -14,14 +14,14 @@ def run_node(factory: Callable[[], Node], args=None, threads: int = 1) -> None:
     rclpy.init(args=args)
     try:
         node = factory()
+        executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
+        executor.add_node(node)
         try:
-            if threads > 1:
-                executor = MultiThreadedExecutor(num_threads=threads)
-                executor.add_node(node)
-                executor.spin()
-            else:
-                rclpy.spin(node)
+            executor.spin()
         finally:
+            # Let running callbacks finish before the node's publishers and timers go away.
+            executor.remove_node(node)
+            executor.shutdown(timeout_sec=2.0)
             node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
