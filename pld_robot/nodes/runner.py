@@ -45,6 +45,7 @@ class GraphRunner:
         self.nodes: dict[str, Node] = {}
         self._executor: MultiThreadedExecutor | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._owns_rclpy = False
 
     def start(self) -> "GraphRunner":
@@ -93,20 +94,20 @@ class GraphRunner:
         return node
 
     def _spin(self) -> None:
+        # Our own loop rather than executor.spin(): shutdown() can then stop it between two waits,
+        # so no callback is dispatched to a node that is being destroyed.
         try:
-            self._executor.spin()
+            while not self._stopping.is_set():
+                self._executor.spin_once(timeout_sec=0.05)
         except rclpy.executors.ExternalShutdownException:
             pass
 
     def shutdown(self) -> None:
-        if self._executor is not None:
-            # Detach the nodes first: callbacks already queued in the thread pool would otherwise
-            # run against destroyed nodes and leave unretrieved exceptions behind.
-            for node in self.nodes.values():
-                self._executor.remove_node(node)
-            self._executor.shutdown(timeout_sec=2.0)
+        self._stopping.set()
         if self._thread is not None:
-            self._thread.join(timeout=2.0)  # its last wait may still hold the nodes' handles
+            self._thread.join(timeout=5.0)
+        if self._executor is not None:
+            self._executor.shutdown(timeout_sec=5.0)  # waits for callbacks still running
         # Reverse order: the arm lets go of the sim before the sim stops.
         for node in reversed(list(self.nodes.values())):
             node.destroy_node()

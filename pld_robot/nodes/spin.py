@@ -7,11 +7,16 @@ from typing import Callable
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 
 def run_node(factory: Callable[[], Node], args=None, threads: int = 1) -> None:
-    """`threads` > 1 for nodes whose callbacks may block (homing, camera reads) while others must run."""
-    rclpy.init(args=args)
+    """`threads` > 1 for nodes whose callbacks may block (homing, camera reads) while others must run.
+
+    rclpy's own SIGINT handler shuts the context down at once, under callbacks that may still be
+    publishing; here Ctrl-C is a KeyboardInterrupt in the spinning thread instead, so the node
+    stops its callbacks first and the context goes last."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = factory()
         executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
@@ -19,9 +24,8 @@ def run_node(factory: Callable[[], Node], args=None, threads: int = 1) -> None:
         try:
             executor.spin()
         finally:
-            # Let running callbacks finish before the node's publishers and timers go away.
             executor.remove_node(node)
-            executor.shutdown(timeout_sec=2.0)
+            executor.shutdown(timeout_sec=5.0)  # waits for callbacks still running
             node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
