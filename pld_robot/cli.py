@@ -26,12 +26,16 @@ def _sim(args: argparse.Namespace) -> int:
     results = []
     with GraphRunner(config) as graph:
         driver = graph.add_node(ScriptedPickUpNode(arm.action, lab.lift_height, lab.cube_size))
-        driver.wait_for_inputs()
-        for i in range(args.episodes):
-            r = driver.run_episode(i, args.max_steps)
-            results.append(r)
-            print(f"episode {i + 1}/{args.episodes}: {'lifted' if r.lifted else 'NOT lifted'}  "
-                  f"{r.duration_s:5.1f} s  {r.steps} steps  cube z={r.cube_height:.3f} m", flush=True)
+        try:
+            driver.wait_for_inputs()
+            for i in range(args.episodes):
+                r = driver.run_episode(i, args.max_steps)
+                results.append(r)
+                print(f"episode {i + 1}/{args.episodes}: {'lifted' if r.lifted else 'NOT lifted'}  "
+                      f"{r.duration_s:5.1f} s  {r.steps} steps  cube z={r.cube_height:.3f} m", flush=True)
+        except RuntimeError as exc:
+            graph.check_children(exc)  # a dead sim explains a silent graph better than the timeout
+            raise
     rate = sum(r.lifted for r in results) / max(1, len(results))
     print(f"success rate: {sum(r.lifted for r in results)}/{len(results)} ({100 * rate:.0f}%)")
     return 0
@@ -56,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pld-robot: config error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # ArmFault, a node that died, a service that never answered
+        print(f"pld-robot: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

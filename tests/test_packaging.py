@@ -376,7 +376,7 @@ def test_every_node_of_every_shipped_graph_is_an_installed_executable():
     from pld_robot.nodes.graph import EXECUTABLES, graph_from_config
 
     scripts = _console_scripts(_setup_kwargs())
-    for executable, (module, _) in EXECUTABLES.items():
+    for executable, (module, _, _) in EXECUTABLES.items():
         assert scripts.get(executable, "").partition(":")[0] == module, executable
     for config in sorted((ROOT / "config").glob("*.yaml")):
         for spec in graph_from_config(config):

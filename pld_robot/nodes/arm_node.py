@@ -38,6 +38,10 @@ class ArmNodeConfig:
     base_frame: str = "base"
     joint_prefix: str = "fr3_"
 
+    def __post_init__(self):
+        if not self.state_hz > 0:
+            raise ValueError(f"state_hz must be positive, got {self.state_hz}")
+
 
 class ArmNode(Node):
     def __init__(self, node_name: str = "arm_node", arm: FrankaArm | None = None, **kwargs):

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from pld_robot.config import ConfigError, load_yaml
 
-# executable -> (module, node class); every executable is also a console script in setup.py.
+# executable -> (module, node class, its config class); every executable is also a console script
+# in setup.py.
 EXECUTABLES = {
-    "sim_node": ("pld_robot.nodes.sim_node", "SimNode"),
-    "arm_node": ("pld_robot.nodes.arm_node", "ArmNode"),
-    "camera_node": ("pld_robot.nodes.camera_node", "CameraNode"),
-    "teleop_node": ("pld_robot.nodes.teleop_node", "TeleopNode"),
+    "sim_node": ("pld_robot.nodes.sim_node", "SimNode", "SimNodeConfig"),
+    "arm_node": ("pld_robot.nodes.arm_node", "ArmNode", "ArmNodeConfig"),
+    "camera_node": ("pld_robot.nodes.camera_node", "CameraNode", "CameraConfig"),
+    "teleop_node": ("pld_robot.nodes.teleop_node", "TeleopNode", "TeleopNodeConfig"),
 }
 
 

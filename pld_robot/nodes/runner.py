@@ -27,7 +27,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from pld_robot.config import deep_merge, flatten, load_yaml, node_params
+from pld_robot.config import deep_merge, flatten, from_dict, load_yaml, node_params
 from pld_robot.nodes.graph import EXECUTABLES, graph_from_config
 from pld_robot.paths import use_fastdds_profile
 
@@ -48,7 +48,27 @@ class GraphRunner:
         self._stopping = threading.Event()
         self._owns_rclpy = False
 
+    def params(self, spec) -> dict:
+        return deep_merge(node_params(self._data, spec.name, source=str(self.config_path)),
+                          self._overrides.get(spec.name, {}))
+
+    def validate(self) -> None:
+        """Check every node's parameters before anything starts: a typo in the YAML is a ConfigError
+        naming the node and the key, not a child process dying while the others wait for it."""
+        for spec in self.specs:
+            module, _, config_cls = EXECUTABLES[spec.executable]
+            from_dict(getattr(importlib.import_module(module), config_cls), self.params(spec), spec.name)
+
+    def check_children(self, cause: Exception | None = None) -> None:
+        """Raise RuntimeError naming any child node that has exited (its own output says why)."""
+        died = {name: child.returncode for name, child in self.children.items() if child.poll() is not None}
+        if died:
+            codes = ", ".join(f"{name} (exit code {code})" for name, code in died.items())
+            then = f"; then: {cause}" if cause else ""
+            raise RuntimeError(f"{codes} stopped (its output above says why){then}") from cause
+
     def start(self) -> "GraphRunner":
+        self.validate()
         use_fastdds_profile()
         if not rclpy.ok():
             rclpy.init()
@@ -56,20 +76,22 @@ class GraphRunner:
         self._executor = MultiThreadedExecutor(num_threads=6)
         try:
             for spec in self.specs:
-                params = deep_merge(node_params(self._data, spec.name, source=str(self.config_path)),
-                                     self._overrides.get(spec.name, {}))
+                params = self.params(spec)
                 if spec.name in self._processes:
                     self._spawn(spec, params)
                     continue
-                module, cls = EXECUTABLES[spec.executable]
+                module, cls, _ = EXECUTABLES[spec.executable]
                 node_cls = getattr(importlib.import_module(module), cls)
                 node = node_cls(
                     node_name=spec.name,
                     parameter_overrides=[Parameter(k, value=v) for k, v in flatten(params).items()],
                 )
                 self.add_node(node)
-        except BaseException:
-            self.shutdown()
+        except Exception as exc:
+            try:
+                self.check_children(exc)
+            finally:
+                self.shutdown()
             raise
         self._thread = threading.Thread(target=self._spin, name="graph-executor", daemon=True)
         self._thread.start()

@@ -28,6 +28,10 @@ class SimNodeConfig:
     lab: SimLabConfig = field(default_factory=SimLabConfig)
     ground_truth_hz: float = 30.0
 
+    def __post_init__(self):
+        if not self.ground_truth_hz > 0:
+            raise ValueError(f"ground_truth_hz must be positive, got {self.ground_truth_hz}")
+
 
 class SimNode(Node):
     def __init__(self, node_name: str = "sim_node", **kwargs):
