@@ -12,19 +12,15 @@ from pld_robot.config import ConfigError
 
 def _sim(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
-    from pld_robot.config import from_dict, load_node_params
     from pld_robot.nodes.runner import GraphRunner
     from pld_robot.nodes.scripted_pickup import ScriptedPickUpNode
     from pld_robot.paths import shipped_config
-    from pld_robot.robots.franka import FrankaConfig
-    from pld_robot.sim.lab import SimLabConfig
 
     config = args.config or shipped_config("sim.yaml")
-    arm = from_dict(FrankaConfig, load_node_params(config, "arm_node").get("arm", {}), "arm_node.arm")
-    lab = from_dict(SimLabConfig, load_node_params(config, "sim_node").get("lab", {}), "sim_node.lab")
     print(f"pld-robot sim: {args.episodes} episode(s) of scripted pick-up, config {config}", flush=True)
     results = []
     with GraphRunner(config) as graph:
+        arm, lab = graph.configs["arm_node"].arm, graph.configs["sim_node"].lab
         driver = graph.add_node(ScriptedPickUpNode(arm.action, lab.lift_height, lab.cube_size))
         try:
             driver.wait_for_inputs()
@@ -36,8 +32,8 @@ def _sim(args: argparse.Namespace) -> int:
         except RuntimeError as exc:
             graph.check_children(exc)  # a dead sim explains a silent graph better than the timeout
             raise
-    rate = sum(r.lifted for r in results) / max(1, len(results))
-    print(f"success rate: {sum(r.lifted for r in results)}/{len(results)} ({100 * rate:.0f}%)")
+    lifted = sum(r.lifted for r in results)
+    print(f"success rate: {lifted}/{len(results)} ({100 * lifted / max(1, len(results)):.0f}%)")
     return 0
 
 

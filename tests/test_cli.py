@@ -20,11 +20,17 @@ def test_missing_config_file_is_named(tmp_path):
     assert "config file not found" in done.stderr and "nope.yaml" in done.stderr
 
 
-def test_a_typo_in_any_node_section_stops_before_anything_starts(tmp_path):
+def edited_sim_config(tmp_path, old: str, new: str) -> str:
+    text = shipped_config("sim.yaml").read_text()
+    assert old in text
     config = tmp_path / "sim.yaml"
-    config.write_text(shipped_config("sim.yaml").read_text().replace(
-        "    state_hz: 100.0", "    state_hz: 100.0\n    stat_hz: 50.0"))
-    done, seconds = run_cli("sim", "--config", str(config), "--episodes", "1")
+    config.write_text(text.replace(old, new))
+    return str(config)
+
+
+def test_a_typo_in_any_node_section_stops_before_anything_starts(tmp_path):
+    config = edited_sim_config(tmp_path, "    state_hz: 100.0", "    state_hz: 100.0\n    stat_hz: 50.0")
+    done, seconds = run_cli("sim", "--config", config, "--episodes", "1")
     assert done.returncode == 2
     assert "arm_node" in done.stderr and "stat_hz" in done.stderr
     assert "sim lab up" not in done.stderr + done.stdout, "the graph started despite the bad config"
@@ -32,9 +38,7 @@ def test_a_typo_in_any_node_section_stops_before_anything_starts(tmp_path):
 
 
 def test_an_invalid_value_is_named_with_its_path(tmp_path):
-    config = tmp_path / "sim.yaml"
-    config.write_text(shipped_config("sim.yaml").read_text().replace(
-        "max_translation_per_step: 0.02", "max_translation_per_step: .nan"))
-    done, _ = run_cli("sim", "--config", str(config), "--episodes", "1")
+    config = edited_sim_config(tmp_path, "max_translation_per_step: 0.02", "max_translation_per_step: .nan")
+    done, _ = run_cli("sim", "--config", config, "--episodes", "1")
     assert done.returncode == 2
     assert "arm_node.arm.safety.max_translation_per_step" in done.stderr

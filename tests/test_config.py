@@ -19,7 +19,6 @@ from pld_robot.config import (
     load_node_params,
     load_yaml,
     node_params,
-    to_dict,
     unflatten,
 )
 
@@ -161,13 +160,6 @@ def test_validation_in_the_dataclass_becomes_a_config_error_naming_the_section()
 def test_a_section_that_is_not_a_mapping_is_refused():
     with pytest.raises(ConfigError, match="expected a mapping"):
         from_dict(Outer, ["leaf"], where="node")
-
-
-def test_to_dict_round_trips_through_from_dict():
-    cfg = build(inner={"gain": 0.25, "axes": [1, 2, 0]}, names=["p"], table={"w": {}})
-    assert from_dict(Outer, to_dict(cfg), where="node") == cfg
-    yaml_text = yaml.safe_dump(to_dict(cfg))  # tuples became lists: plain YAML
-    assert from_dict(Outer, yaml.safe_load(yaml_text), where="node") == cfg
 
 
 # -- ROS parameter layout ------------------------------------------------------------------

@@ -82,7 +82,7 @@ class CameraNode(Node):
 
     def _publish_loop(self) -> None:
         timeout = max(1.0, 5.0 / self.config.fps)
-        while not self._stop.is_set() and self.context.ok():
+        while not self._stop.is_set():
             try:
                 frame = self.camera.read(timeout)
             except CameraError as exc:
@@ -92,8 +92,6 @@ class CameraNode(Node):
             try:
                 self.camera_publisher.publish(frame)
             except Exception as exc:
-                if not self.context.ok():  # Ctrl-C shut the context down between read and publish
-                    return
                 self.get_logger().fatal(f"camera '{self.config.name}' stopped publishing: {exc!r}")
                 raise
 

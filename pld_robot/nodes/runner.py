@@ -43,6 +43,7 @@ class GraphRunner:
         self.children: dict[str, subprocess.Popen] = {}
         self._params_dir: tempfile.TemporaryDirectory | None = None
         self.nodes: dict[str, Node] = {}
+        self.configs: dict[str, object] = {}  # node name -> its validated config dataclass
         self._executor: MultiThreadedExecutor | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -57,7 +58,8 @@ class GraphRunner:
         naming the node and the key, not a child process dying while the others wait for it."""
         for spec in self.specs:
             module, _, config_cls = EXECUTABLES[spec.executable]
-            from_dict(getattr(importlib.import_module(module), config_cls), self.params(spec), spec.name)
+            cls = getattr(importlib.import_module(module), config_cls)
+            self.configs[spec.name] = from_dict(cls, self.params(spec), spec.name)
 
     def check_children(self, cause: Exception | None = None) -> None:
         """Raise RuntimeError naming any child node that has exited (its own output says why)."""

@@ -59,13 +59,9 @@ class SimNode(Node):
                 frame = camera.read(timeout=0.5)
             except CameraError:
                 continue  # renderer not up yet or stopping; the node stays alive
-            if not self.context.ok():
-                return  # Ctrl-C shut the context down before destroy_node ran
             publisher.publish(frame)
 
     def _publish_cube(self) -> None:
-        if not self.context.ok():
-            return  # Ctrl-C shut the context down while this timer was due
         position, quaternion = self.lab.cube_pose()
         self._cube_pub.publish(pose_to_msg(position, quaternion, time.time(), "world"))
 

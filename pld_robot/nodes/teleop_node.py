@@ -67,10 +67,7 @@ class TeleopNode(Node):
     def __init__(self, node_name: str = "teleop_node", **kwargs):
         self._pad = None  # before Node.__init__, which calls destroy_node() when it fails
         super().__init__(node_name, automatically_declare_parameters_from_overrides=True, **kwargs)
-        # rclpy declares start_type_description_service on every node; it is not teleop config.
-        self.config = node_config(
-            self, TeleopNodeConfig, ignore=("use_sim_time", "start_type_description_service")
-        )
+        self.config = node_config(self, TeleopNodeConfig)
         self.mapper = JoyMapper(self.config.mapping)
         self._step_duration = Duration(seconds=1.0 / self.config.mapping.control_hz).to_msg()
 

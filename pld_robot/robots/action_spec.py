@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
 FRANKA_EE_DELTA_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
 
@@ -40,6 +39,3 @@ class ActionSpec:
     @property
     def period(self) -> float:
         return 1.0 / self.control_hz
-
-    def zero(self) -> np.ndarray:
-        return np.clip(np.zeros(self.dim), self.low, self.high)

@@ -31,6 +31,7 @@ from pld_robot.robots.safety import (
     EStopLatch,
     SafeTarget,
     SafetyLimits,
+    UnsafeCommand,
     Watchdog,
 )
 from pld_robot.robots.transforms import quat_to_matrix
@@ -143,16 +144,15 @@ class FrankaArm:
         or ArmFault (the arm stopped; call recover())."""
         robot = self._require()
         self._estop.check()
-        try:
-            self._filter.check_finite(action)
-        except ValueError:
-            self.hold()
-            raise
         with self._lock:
             pose = robot.current_pose.end_effector_pose
             position = np.array(pose.translation)
             rotation = quat_to_matrix(pose.quaternion)
-            target = self._filter.apply(action, position, rotation)
+            try:
+                target = self._filter.apply(action, position, rotation)
+            except UnsafeCommand:
+                self.hold()
+                raise
             try:
                 _retry_preempted(self._streamer.send, target.position, target.rotation, position, rotation)
             except Exception as exc:  # noqa: BLE001 - franky raises ControlException, planner
@@ -242,13 +242,17 @@ def _keep_scheduling_policy():
             os.sched_setscheduler(0, policy, param)
 
 
+def _preempted(exc: franky.ControlException) -> bool:
+    return "Move command preempted" in str(exc)
+
+
 def _retry_preempted(command, *args) -> None:
     """libfranka reports a motion we stopped or replaced on purpose ("Move command preempted") as an
     error of the *next* command; that one is not a fault, so the command is sent again once."""
     try:
         command(*args)
     except franky.ControlException as exc:
-        if "preempted" not in str(exc):
+        if not _preempted(exc):
             raise
         command(*args)
 
@@ -263,7 +267,7 @@ def _wait_for_motion(robot: franky.Robot, stop_on_estop: EStopLatch | None) -> N
             if robot.poll_motion():
                 return
         except franky.ControlException as exc:
-            if "preempted" not in str(exc):
+            if not _preempted(exc):
                 raise
             return
         if stop_on_estop is not None and stop_on_estop.engaged:

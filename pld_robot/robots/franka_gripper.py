@@ -32,10 +32,6 @@ class GripperWorker:
     def width(self) -> float:
         return self._width
 
-    @property
-    def closed(self) -> bool | None:
-        return self._done_closed
-
     def command(self, close: bool) -> None:
         """Edge-triggered: only a change of the desired state reaches the hand."""
         if close != self._wanted_closed:

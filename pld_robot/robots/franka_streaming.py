@@ -20,6 +20,13 @@ def _affine(position: np.ndarray, rotation: np.ndarray) -> franky.Affine:
     return franky.Affine(np.asarray(position, float), matrix_to_quat(rotation))
 
 
+def _step_twist(position, rotation, current_position, current_rotation, period: float) -> franky.Twist:
+    """The twist that takes the current pose to the target in one period."""
+    linear = (np.asarray(position) - current_position) / period
+    angular = matrix_to_rotvec(rotation @ current_rotation.T) / period
+    return franky.Twist(linear, angular)
+
+
 class WaypointStreamer:
     """An asynchronous absolute Cartesian motion per tick; each preempts the last (franky's Ruckig
     replans from the current state, so the path stays smooth)."""
@@ -39,9 +46,6 @@ class WaypointStreamer:
     def hold(self) -> None:
         self._robot.stop()
 
-    def close(self) -> None:
-        self.hold()
-
 
 class VelocityStreamer:
     """A short Cartesian velocity motion per tick: the twist that covers the step in one period,
@@ -59,18 +63,12 @@ class VelocityStreamer:
         self._hold_ms = max(1, int(round(1000 * period * hold_periods)))
 
     def send(self, position, rotation, current_position, current_rotation) -> None:
-        linear = (np.asarray(position) - current_position) / self._period
-        angular = matrix_to_rotvec(rotation @ current_rotation.T) / self._period
-        motion = franky.CartesianVelocityMotion(
-            franky.Twist(linear, angular), franky.Duration(self._hold_ms), self._dynamics
-        )
+        twist = _step_twist(position, rotation, current_position, current_rotation, self._period)
+        motion = franky.CartesianVelocityMotion(twist, franky.Duration(self._hold_ms), self._dynamics)
         self._robot.move(motion, asynchronous=True)
 
     def hold(self) -> None:
         self._robot.stop()
-
-    def close(self) -> None:
-        self.hold()
 
 
 class ImpedanceStreamer:
@@ -93,9 +91,8 @@ class ImpedanceStreamer:
                 translational_stiffness=self._stiffness[0],
                 rotational_stiffness=self._stiffness[1],
             )
-        linear = (np.asarray(position) - current_position) / self._period
-        angular = matrix_to_rotvec(rotation @ current_rotation.T) / self._period
-        self._tracker.set_target(_affine(position, rotation), franky.Twist(linear, angular))
+        twist = _step_twist(position, rotation, current_position, current_rotation, self._period)
+        self._tracker.set_target(_affine(position, rotation), twist)
 
     def hold(self) -> None:
         if self._tracker is not None:
@@ -103,9 +100,6 @@ class ImpedanceStreamer:
             self._tracker = None
         else:
             self._robot.stop()
-
-    def close(self) -> None:
-        self.hold()
 
 
 STREAMERS = {cls.name: cls for cls in (WaypointStreamer, VelocityStreamer, ImpedanceStreamer)}

@@ -123,7 +123,6 @@ class EEDeltaSafetyFilter:
         executed = np.concatenate([delta, matrix_to_rotvec(target_rot @ rotation.T), [gripper]])
         return SafeTarget(position + delta, target_rot, gripper, executed, tuple(clipped))
 
-
     def _slow_near_faces(self, delta: np.ndarray, position: np.ndarray, clipped: list[str]) -> np.ndarray:
         gain = self.limits.approach_gain
         up = gain * np.maximum(self._high - position, 0.0)

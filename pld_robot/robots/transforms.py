@@ -60,7 +60,3 @@ def matrix_to_rotvec(m: np.ndarray) -> np.ndarray:
         return axis / np.linalg.norm(axis) * angle
     axis = np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]]) / (2 * np.sin(angle))
     return axis * angle
-
-
-def rotation_angle(m: np.ndarray) -> float:
-    return float(np.linalg.norm(matrix_to_rotvec(m)))

@@ -25,7 +25,7 @@ class ExpertConfig:
 
 
 class PickUpExpert:
-    PHASES = ("approach", "descend", "grasp", "lift", "done")
+    """`phase` goes approach -> descend -> grasp -> lift -> done."""
 
     def __init__(self, spec: ActionSpec, config: ExpertConfig = ExpertConfig()):
         self.spec = spec

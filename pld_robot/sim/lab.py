@@ -52,7 +52,6 @@ class SimLab:
         self._physics: threading.Thread | None = None
         self.cameras = {name: SimCamera(name, c, self) for name, c in config.cameras.items()}
         self._renderer: _RenderThread | None = None
-        self.sim_time = 0.0
 
     @property
     def host(self) -> str:
@@ -127,7 +126,6 @@ class SimLab:
         while self._running:
             with self._lock:
                 self._server.run_once(realtime=False)
-                self.sim_time += 0.001
             next_tick += dt
             delay = next_tick - time.perf_counter()
             if delay > 0:
@@ -168,9 +166,6 @@ class SimCamera:
             self._last_read_seq = self._frame.seq
             return self._frame
 
-    def latest(self) -> Frame | None:
-        return self._frame
-
     def _deliver(self, frame: Frame) -> None:
         with self._new:
             self._frame = frame
@@ -184,7 +179,6 @@ class _RenderThread:
         self._lab = lab
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim-render", daemon=True)
-        self.render_ms: list[float] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -218,11 +212,9 @@ class _RenderThread:
             mujoco.mj_kinematics(model, data)
             mujoco.mj_camlight(model, data)
             for cam in due:
-                t0 = time.perf_counter()
                 renderer = renderers[cam.name]
                 renderer.update_scene(data, camera=cam.name)
                 image = renderer.render()
-                self.render_ms.append(1000 * (time.perf_counter() - t0))
                 cam._deliver(Frame(color=image, stamp=stamp, seq=seq[cam.name]))
                 seq[cam.name] += 1
                 next_due[cam.name] = max(next_due[cam.name] + 1.0 / cam.config.fps, now)
