@@ -76,6 +76,10 @@ setup(
         'pysdl2',
         'pysdl2-dll',
         'opencv-python-headless',
+        'zarr',
+        'torch',
+        'matplotlib',
+        'tqdm',
     ],
     extras_require={
         'sim': ['franky-sim'],
