@@ -228,22 +228,33 @@ def read_schema(root: zarr.Group) -> StoreSchema:
     return StoreSchema.from_json(root.attrs["schema"])
 
 
+def is_store(path: str | Path) -> bool:
+    """True once creation finished: the root attributes are written last."""
+    try:
+        return json.loads((Path(path) / "zarr.json").read_text())["attributes"].get("format") == FORMAT
+    except (OSError, ValueError, KeyError, AttributeError):
+        return False
+
+
 def create_store(path: str | Path, schema: StoreSchema, task: str = "") -> zarr.Group:
+    """Create the store at `path` (an empty directory, or one left by an interrupted creation)."""
     path = Path(path)
-    if path.exists() and any(p.name != WRITER_LOCK for p in path.iterdir()):
-        raise StoreError(f"{path}: exists and is not empty; open it instead of creating it")
-    root = zarr.open_group(path, mode="w")
-    data, meta = root.create_group("data"), root.create_group("meta")
+    if is_store(path):
+        raise StoreError(f"{path}: already an episode store; open it instead of creating it")
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in {WRITER_LOCK, "zarr.json", "data", "meta"}) \
+        if path.is_dir() else []
+    if foreign:
+        raise StoreError(f"{path}: holds other files ({', '.join(foreign[:5])}); choose an empty directory")
+    root = zarr.open_group(path, mode="a")
+    data, meta = root.require_group("data"), root.require_group("meta")
     for key, spec in schema.arrays().items():
         data.create_array(key, shape=(0, *spec.step_shape), chunks=spec.chunks(), dtype=spec.dtype,
-                          fill_value=spec.fill,
+                          fill_value=spec.fill, overwrite=True,
                           compressors=image_compressor() if spec.image else lowdim_compressor())
-    meta.create_array("episode_info", shape=(0,), chunks=(256,), dtype=str)
+    meta.create_array("episode_info", shape=(0,), chunks=(256,), dtype=str, overwrite=True)
     # the commit record; -1 is what a torn append reads as (see committed_ends)
-    meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=-1)
-    # root attributes last: a store without them is not a store, so a crash here leaves nothing
-    # that could be mistaken for one
+    meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=-1, overwrite=True)
+    # root attributes last: until they exist this is not a store, and creating it again is safe
     root.attrs.update({"format": FORMAT, "schema_version": SCHEMA_VERSION, "task": task,
                        "schema": schema.to_json()})
     return root
-

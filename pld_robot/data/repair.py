@@ -75,7 +75,7 @@ def repair(path: str | Path, *, keep_tail: bool = False, root: zarr.Group | None
         actions.append("removed a half-written entry of meta/episode_ends")
     kept = None
     if keep_tail and tail is not None and tail.flushed > 0:
-        kept = _commit_tail(meta, tail, len(ends))
+        kept = _commit_tail(infos, ends_array, tail, len(ends))
         ends = committed_ends(ends_array[:])
         actions.append(f"kept the tail as episode {kept} ({tail.flushed} steps, "
                        f"{'its recorded outcome' if tail.complete else 'outcome aborted'})")
@@ -92,17 +92,16 @@ def repair(path: str | Path, *, keep_tail: bool = False, root: zarr.Group | None
     return RepairReport(actions, kept)
 
 
-def _commit_tail(meta: zarr.Group, tail: Tail, index: int) -> int:
+def _commit_tail(infos: zarr.Array, ends: zarr.Array, tail: Tail, index: int) -> int:
     if tail.complete:
         info = tail.info
     else:
         info = dataclasses.replace(tail.info or EpisodeInfo(), outcome=Outcome.ABORTED.value, length=tail.flushed)
         note = "recovered by `episodes repair` after the recorder stopped mid-episode"
         info = dataclasses.replace(info, operator_note=f"{info.operator_note} [{note}]".strip())
-    infos = meta["episode_info"]
     infos.resize((index + 1,))
     infos[index] = info.to_json()
-    meta["episode_ends"].append(np.array([tail.start + info.length], dtype=np.int64))
+    ends.append(np.array([tail.start + info.length], dtype=np.int64))
     return index
 
 

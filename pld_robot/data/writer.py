@@ -10,7 +10,7 @@
 One thread owns the store. Images are written a chunk at a time as they arrive; low-dimensional data
 is buffered and flushed every `flush_interval_s` (so a crash loses at most that much of the tail);
 committing writes what is left, then the episode's metadata, then appends to `meta/episode_ends`.
-Back-pressure is explicit: when more than `max_queued_frames` camera frames wait for the disk, new
+Back-pressure is explicit: when more than `max_queued_mb` of camera frames wait for the disk, new
 frames are dropped (the previous frame stands in, the step's `dropped` bits say so), counted, and
 logged; the step itself, with all its low-dimensional data, is always kept.
 """
@@ -32,7 +32,7 @@ import numpy as np
 import zarr
 
 from pld_robot.data.layout import (GROW_STEPS, ArraySpec, EpisodeInfo, Outcome, StoreError, StoreSchema,
-                                   WRITER_LOCK, committed_ends, create_store, open_root, read_schema)
+                                   WRITER_LOCK, committed_ends, create_store, is_store, open_root, read_schema)
 from pld_robot.data.repair import repair, uncommitted_tail
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class RecorderError(StoreError):
 
 @dataclass(frozen=True)
 class WriterConfig:
-    max_queued_frames: int = 120  # 2 s of two cameras at 30 Hz
+    max_queued_mb: float = 256.0  # camera frames waiting for the disk: ~4 s of two 640x480 cameras at 30 Hz
     flush_interval_s: float = 1.0
     # an uncommitted tail found on open (the last run crashed): keep it as an aborted episode,
     # truncate it, or refuse to record until someone runs `pld-robot episodes repair`
@@ -57,7 +57,7 @@ class WriterStats:
     episodes_committed: int = 0
     steps: int = 0
     dropped_frames: int = 0
-    queued_frames: int = 0
+    queued_mb: float = 0.0  # camera frames waiting for the disk
     bytes_written: int = 0  # uncompressed bytes handed to Zarr
 
 
@@ -84,7 +84,7 @@ class EpisodeWriter:
         self._image_keys = [k for k, s in self._specs.items() if s.image]
         self._camera_bit = {k: 1 << i for i, k in enumerate(self._image_keys)}
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._queued_frames = 0
+        self._queued_bytes = 0
         self._count_lock = threading.Lock()
         self.stats = WriterStats()
         self._recording = False  # caller side: between begin_episode and end_episode
@@ -100,7 +100,7 @@ class EpisodeWriter:
         path.mkdir(parents=True, exist_ok=True)
         lock_fd = _take_lock(path)
         try:
-            if not (path / "zarr.json").exists():
+            if not is_store(path):
                 create_store(path, schema, task)
             root = open_root(path, mode="r+")
             stored = read_schema(root)
@@ -145,10 +145,11 @@ class EpisodeWriter:
                 raise StoreError(f"add_step: camera frame {key!r} missing")
             frames[key] = _checked(key, step[key], self._specs[key], copy=True)
         lowdim = {k: _checked(k, v, self._specs[k], copy=True) for k, v in step.items() if k not in frames}
+        size = sum(f.nbytes for f in frames.values())
         with self._count_lock:
-            room = self._queued_frames + len(frames) <= self.config.max_queued_frames
+            room = self._queued_bytes + size <= self.config.max_queued_mb * 1e6
             if room:
-                self._queued_frames += len(frames)
+                self._queued_bytes += size
         if not room:
             frames = {}  # the disk is behind: drop this step's frames, keep the step
         self._queue.put((lowdim, frames))
@@ -220,8 +221,9 @@ class EpisodeWriter:
                     item.future.set_exception(RecorderError(f"episode not committed: {exc}"))
 
     def _write_step(self, episode: "_EpisodeBuffer", lowdim: dict, frames: dict) -> None:
+        size = sum(f.nbytes for f in frames.values())
         with self._count_lock:
-            self._queued_frames -= len(frames)
+            self._queued_bytes -= size
         dropped = 0
         for key in self._image_keys:
             if key in frames:
@@ -237,8 +239,8 @@ class EpisodeWriter:
             self.stats.dropped_frames += bin(dropped).count("1")
         episode.add_lowdim({**lowdim, "dropped": np.uint8(dropped)})
         self.stats.steps += 1
-        self.stats.bytes_written += sum(f.nbytes for f in frames.values())
-        self.stats.queued_frames = self._queued_frames
+        self.stats.bytes_written += size
+        self.stats.queued_mb = self._queued_bytes / 1e6
 
     def _commit(self, episode: "_EpisodeBuffer", commit: _Commit) -> None:
         try:
