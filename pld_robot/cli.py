@@ -8,6 +8,7 @@ import os
 import sys
 
 from pld_robot.config import ConfigError
+from pld_robot.data import episodes_cli
 
 
 def _sim(args: argparse.Namespace) -> int:
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--max-steps", type=int, default=200, help="step limit per episode (default 200)")
     sim.add_argument("--config", help="robot YAML (default: the shipped config/sim.yaml)")
     sim.set_defaults(func=_sim)
+    episodes_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -56,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pld-robot: config error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # ArmFault, a node that died, a service that never answered
+    except IndexError as exc:  # an episode or step that does not exist
+        print(f"pld-robot: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # ArmFault, StoreError, a node that died, a service that never answered
         print(f"pld-robot: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -142,12 +142,14 @@ LOWDIM_CHUNK_STEPS = 1024
 GROW_STEPS = 1024  # arrays grow ahead of the data in steps this large: one metadata write per ~30 s
 
 
-def image_compressor() -> zarr.codecs.BloscCodec:
-    return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
-
-
-def lowdim_compressor() -> zarr.codecs.BloscCodec:
-    return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+def compressors(spec: ArraySpec) -> tuple:
+    """Compression, then a CRC32C of every chunk: `validate --deep` can tell a corrupted chunk from a
+    valid one, which the compressor alone cannot."""
+    if spec.image:  # chosen by measurement: bench/store_layout.py, docs/episode_store.md
+        codec = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
+    else:
+        codec = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+    return codec, zarr.codecs.Crc32cCodec()
 
 
 def rgb_key(camera: str) -> str:
@@ -249,8 +251,7 @@ def create_store(path: str | Path, schema: StoreSchema, task: str = "") -> zarr.
     data, meta = root.require_group("data"), root.require_group("meta")
     for key, spec in schema.arrays().items():
         data.create_array(key, shape=(0, *spec.step_shape), chunks=spec.chunks(), dtype=spec.dtype,
-                          fill_value=spec.fill, overwrite=True,
-                          compressors=image_compressor() if spec.image else lowdim_compressor())
+                          fill_value=spec.fill, overwrite=True, compressors=compressors(spec))
     meta.create_array("episode_info", shape=(0,), chunks=(256,), dtype=str, overwrite=True)
     # the commit record; -1 is what a torn append reads as (see committed_ends)
     meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=-1, overwrite=True)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 
 import numpy as np
 
-from pld_robot.data.reader import EpisodeReader
+if TYPE_CHECKING:  # the policy server loads statistics without the store's reading stack
+    from pld_robot.data.reader import EpisodeReader
 
 FORMAT = "pld_robot.norm_stats"
 FORMAT_VERSION = 1
@@ -99,7 +100,7 @@ def compute_stats(reader: EpisodeReader, episodes: Sequence[int],
     for key in keys:
         data = np.asarray(reader.array(key)[lo:hi])
         if data.ndim != 2:
-            raise ValueError(f"{key}: normalization needs a (T, D) array, {reader.path} has (T, *{data.shape[1:]})")
+            raise ValueError(f"{key}: normalization needs one vector a step, {reader.path} has {data.shape[1:]}")
         out[key] = _key_stats(data[rows], _names(reader, key))
     return NormStats(keys=out, count=len(rows), episodes=len(episodes), store=str(reader.path))
 
@@ -108,7 +109,7 @@ def _key_stats(data: np.ndarray, names: tuple[str, ...]) -> KeyStats:
     # float64 accumulation: float32 sums over a million steps lose digits the stats should keep
     data = data.astype(np.float64)
     q01, q99 = np.quantile(data, [0.01, 0.99], axis=0).astype(np.float32)
-    return KeyStats(mean=data.mean(axis=0).astype(np.float32), std=data.std(axis=0, ddof=1).astype(np.float32),
+    return KeyStats(mean=data.mean(axis=0).astype(np.float32), std=data.std(axis=0).astype(np.float32),
                     q01=q01, q99=q99, names=names)
 
 

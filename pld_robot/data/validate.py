@@ -31,7 +31,7 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
         root = open_root(path)
         schema = read_schema(root)
     except (StoreError, KeyError, TypeError, ValueError) as exc:
-        return [Problem("not_a_store", str(path), str(exc))]
+        return [Problem("not_a_store", str(path), str(exc).removeprefix(f"{path}: "))]
     problems: list[Problem] = []
     meta = _group(root, "meta", problems)
     data = _group(root, "data", problems)
