@@ -17,6 +17,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
+from pld_robot.data import EpisodeReader, validate
 from pld_robot.nodes.action_msgs import chunk_to_msg
 from pld_robot.nodes.arm_node import ESTOP_QOS
 from pld_robot.nodes.runner import GraphRunner
@@ -103,15 +104,36 @@ def test_estop_message_latches_until_reset(graph):
     assert not arm.state().estop
 
 
-def test_pld_robot_sim_command_runs_an_episode(tmp_path):
-    """`pld-robot sim` as a user runs it (here one episode on its own address and domain)."""
+def test_pld_robot_sim_command_records_an_episode(tmp_path):
+    """`pld-robot sim` as a user runs it (here one episode on its own address and domain), recording
+    into a store: what the arm executed, the cameras' frames and the ground-truth success label."""
     config = tmp_path / "sim.yaml"
     config.write_text(shipped_config("sim.yaml").read_text().replace('"127.0.0.1"', '"127.0.0.62"'))
+    store = tmp_path / "sim.zarr"
     env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 160)))
     done = subprocess.run(
-        [sys.executable, "-m", "pld_robot.cli", "sim", "--episodes", "1", "--config", str(config)],
+        [sys.executable, "-m", "pld_robot.cli", "sim", "--episodes", "1", "--config", str(config),
+         "--store", str(store)],
         env=env, capture_output=True, text=True, timeout=180,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "episode 1/1: lifted" in done.stdout, done.stdout
     assert "success rate: 1/1" in done.stdout
+
+    assert validate(store) == []
+    reader = EpisodeReader(store)
+    assert reader.num_episodes == 1 and reader.info(0).outcome == "success"
+    ep = reader.episode(0)
+    steps = reader.info(0).length
+    assert steps > 20 and ep["dropped"].sum() == 0
+    assert ep["front_rgb"].shape == (steps, 128, 128, 3) and ep["front_rgb"][-1].std() > 10
+    assert not np.array_equal(ep["wrist_rgb"][0], ep["wrist_rgb"][-1]), "the wrist camera moved with the arm"
+    # executed = the expert's action as the safety filter let it through: same gripper, bounded deltas
+    np.testing.assert_array_equal(ep["action"][:, 6], ep["base_action"][:, 6])
+    assert np.abs(ep["action"][:, :3]).max() <= 0.02 + 1e-6
+    z, width = ep["state"][:, 2], ep["state"][:, 7]
+    assert z.min() < 0.08 and z[-1] > z.min() + 0.03, "down to the cube, then up with it"
+    assert 0.03 < width[-1] < 0.045, "the gripper holds the 4 cm cube"
+    labels = ep["success_label"]
+    assert labels[-1] == 1 and labels[0] == 0, "the ground-truth label turns on once the cube is up"
+    assert (np.diff(ep["timestamp"]) >= 0).all(), "observation times never go back"

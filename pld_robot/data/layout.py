@@ -146,7 +146,7 @@ def compressors(spec: ArraySpec) -> tuple:
     """Compression, then a CRC32C of every chunk: `validate --deep` can tell a corrupted chunk from a
     valid one, which the compressor alone cannot."""
     if spec.image:  # chosen by measurement: bench/store_layout.py, docs/episode_store.md
-        codec = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
+        codec = zarr.codecs.ZstdCodec(level=1)
     else:
         codec = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
     return codec, zarr.codecs.Crc32cCodec()

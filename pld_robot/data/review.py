@@ -48,7 +48,7 @@ READ_BLOCK = 64  # steps of images read at a time while rendering the video
 PROGRESS_MIN_STEPS = 300  # below this (10 s at 30 Hz) rendering is quick and a bar is noise
 SHEET_FRAMES = 10
 SHEET_WIDTH_IN = 14.0
-THUMB_HEIGHT_IN = 1.8
+THUMB_HEIGHT_IN = 1.3
 DPI = 100
 LOWDIM_KEYS = ("action", "source", "success_prob", "success_label")
 
@@ -80,7 +80,8 @@ def view_episode(store: EpisodeReader | str | Path, episode: int, out_dir: str |
 def export_episode(store: EpisodeReader | str | Path, episode: int, out_dir: str | Path) -> Path:
     """Write every `data/` array of `episode` to `<out_dir>/episode_<NNNN>.npz` (compressed; keys are
     the array names) and its EpisodeInfo and the store schema to `episode_<NNNN>.json`.
-    Returns the .npz path. Raises like `view_episode`."""
+    Returns the .npz path. Raises like `view_episode`. The episode is read whole into memory: .npz
+    writes whole arrays."""
     reader = _open(store)
     index = _resolve(reader, episode)
     arrays = reader.episode(index)
@@ -222,13 +223,14 @@ def _draw_overlay(frame: np.ndarray, t: int, length: int, hz: float, source: int
 
 def _write_sheet(reader: EpisodeReader, index: int, lowdim: dict[str, np.ndarray], shown: list[int],
                  path: Path) -> Path:
-    schema, info = reader.schema, reader.info(index)
+    schema = reader.schema
     start, _ = reader.episode_range(index)
     panels = _Panels.of(schema, min_height=0)  # the cameras' own resolution; matplotlib scales it
     thumbs = [panels.compose([reader.array(key)[start + t] for key in panels.keys]) for t in shown]
     aspect = panels.width / panels.height
-    cols = max(1, min(len(thumbs), int(SHEET_WIDTH_IN // (THUMB_HEIGHT_IN * aspect))))
-    rows = math.ceil(len(thumbs) / cols)
+    # as many columns as fit at THUMB_HEIGHT_IN, then rows filled evenly
+    rows = math.ceil(len(thumbs) / max(1, int(SHEET_WIDTH_IN // (THUMB_HEIGHT_IN * aspect))))
+    cols = math.ceil(len(thumbs) / rows)
     thumb_height = min(SHEET_WIDTH_IN / cols / aspect, 2 * THUMB_HEIGHT_IN)
     names = schema.action_names
     heights = [thumb_height + 0.3] * rows + [0.9] * len(names) + [1.1, 0.35]
@@ -256,8 +258,8 @@ def _write_sheet(reader: EpisodeReader, index: int, lowdim: dict[str, np.ndarray
     band.set_yticks([])
     band.set_ylabel("source", rotation=0, ha="right", va="center", fontsize=9)
     present = sorted(set(lowdim["source"].tolist()))
-    band.legend(handles=[Patch(color=_source_color(s), label=_source_name(s)) for s in present],
-                loc="upper center", bbox_to_anchor=(0.5, -0.9), ncols=len(present), fontsize=8, frameon=False)
+    fig.legend(handles=[Patch(color=_source_color(s), label=_source_name(s)) for s in present],
+               loc="outside lower center", ncols=len(present), fontsize=9, frameon=False)
     band.set_xlabel(f"step ({schema.control_hz:g} Hz)")
     first.set_xlim(0, max(len(steps) - 1, 1))
     for ax in plots[:-1]:

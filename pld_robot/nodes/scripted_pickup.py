@@ -1,10 +1,12 @@
 """Drives the scripted pick-up expert through the ROS graph: it sees the arm only through
 /arm/ee_pose and commands it only through /arm/command, as a policy would; the cube pose comes from
-the sim's ground truth (/sim/cube_pose)."""
+the sim's ground truth (/sim/cube_pose). With an EpisodeWriter it records every step: camera frames,
+state, the expert's action and what the arm executed, and a success label from the ground truth."""
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 import time
 from dataclasses import dataclass
 
@@ -14,10 +16,14 @@ from rclpy.node import Node
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from pld_robot.data import EpisodeInfo, EpisodeWriter, Outcome, Source
 from pld_robot.nodes.action_msgs import chunk_to_msg, msg_to_pose
 from pld_robot.nodes.image_msgs import from_time
+from pld_robot.nodes.observation import ObservationTap
 from pld_robot.robots.action_spec import ActionSpec
 from pld_robot.sim.expert import PickUpExpert
+
+EXECUTED_PATIENCE_TICKS = 5  # how long a step waits for the arm's /arm/executed answer before it is recorded
 
 
 @dataclass(frozen=True)
@@ -27,13 +33,19 @@ class EpisodeResult:
     duration_s: float
     steps: int
     cube_height: float
+    recorded_as: int | None = None  # episode index in the store
 
 
 class ScriptedPickUpNode(Node):
     def __init__(self, spec: ActionSpec, lift_height: float, cube_size: float,
+                 writer: EpisodeWriter | None = None, prompt: str = "pick up the cube",
                  node_name: str = "scripted_pickup"):
         super().__init__(node_name)
         self.spec = spec
+        self.writer = writer
+        self.prompt = prompt
+        self._tap = ObservationTap(self, list(writer.schema.cameras) if writer else [], spec.names,
+                                   [n for n, c in writer.schema.cameras.items() if c.depth] if writer else [])
         self._lift_height = lift_height
         self._cube_size = cube_size
         self._ee: tuple[float, np.ndarray, np.ndarray] | None = None
@@ -69,6 +81,7 @@ class ScriptedPickUpNode(Node):
         return result.message
 
     def wait_for_inputs(self, timeout: float = 20.0) -> None:
+        self._tap.wait_ready(timeout)
         deadline = time.monotonic() + timeout
         while self._ee is None or self._cube is None:
             if time.monotonic() > deadline:
@@ -80,20 +93,59 @@ class ScriptedPickUpNode(Node):
         self.call(self._reset)
         time.sleep(0.2)  # a fresh cube pose reaches us
         expert = PickUpExpert(self.spec)
+        if self.writer:
+            self.writer.begin_episode(EpisodeInfo(prompt=self.prompt, mode="base", policy_version="scripted-expert",
+                                                  extra={"sim_episode": index}))
         start = time.monotonic()
         steps = 0
+        self._unanswered = 0
+        waiting: deque = deque()  # steps whose executed action is still on its way back from the arm
         for steps in range(1, max_steps + 1):
+            tick = time.monotonic()
+            obs = self._tap.latest()
             with self._lock:
                 (_, ee_position, ee_quaternion), (cube_position, cube_quaternion) = self._ee, self._cube
             action = expert.act(ee_position, ee_quaternion, cube_position, cube_quaternion)
-            self._command.publish(chunk_to_msg(action, self.spec.names, self.spec.control_hz, time.time()))
+            msg = chunk_to_msg(action, self.spec.names, self.spec.control_hz, time.time())
+            self._command.publish(msg)
+            if self.writer:
+                waiting.append((obs, action, from_time(msg.header.stamp), self._lifted(cube_position),
+                                time.monotonic() - tick))
+                self._record_answered(waiting, patience=EXECUTED_PATIENCE_TICKS)
             if expert.phase == "done":
                 break
             time.sleep(max(0.0, start + steps * self.spec.period - time.monotonic()))
+        self._record_answered(waiting, patience=0, wait=1.0)
         duration = time.monotonic() - start
         self.call(self._hold)  # the episode is over: stop on purpose rather than by the watchdog
         time.sleep(0.3)  # let the cube settle in the hand before judging
         with self._lock:
-            cube_z = float(self._cube[0][2])
-        lifted = cube_z - self._cube_size / 2 > self._lift_height
-        return EpisodeResult(index, lifted, duration, steps, cube_z)
+            cube_position = self._cube[0]
+        lifted = self._lifted(cube_position)
+        recorded = None
+        if self.writer:
+            if self._unanswered:
+                self.get_logger().warning(f"{self._unanswered} command(s) had no /arm/executed answer; "
+                                          "recorded as zero motion")
+            recorded = self.writer.end_episode(Outcome.SUCCESS if lifted else Outcome.FAILURE,
+                                               unanswered_commands=self._unanswered).result(60)
+        return EpisodeResult(index, lifted, duration, steps, float(cube_position[2]), recorded)
+
+    def _lifted(self, cube_position: np.ndarray) -> bool:
+        return bool(cube_position[2] - self._cube_size / 2 > self._lift_height)
+
+    def _record_answered(self, waiting: deque, patience: int, wait: float = 0.0) -> None:
+        """Record the oldest steps whose executed action has come back, in order; a step that has
+        waited `patience` ticks is recorded anyway, as zero motion (the arm refused it or is gone)."""
+        while waiting:
+            obs, action, stamp, lifted, latency = waiting[0]
+            executed = self._tap.executed(stamp, timeout=wait)
+            if executed is None and len(waiting) <= patience:
+                return
+            waiting.popleft()
+            if executed is None:
+                self._unanswered += 1
+                executed = np.zeros_like(action)
+            self.writer.add_step({**obs.frames, "state": obs.state, "action": executed, "base_action": action,
+                                  "source": Source.PROBE, "success_label": lifted, "timestamp": obs.stamp,
+                                  "loop_latency": latency})
