@@ -112,7 +112,7 @@ def test_pld_robot_sim_command_records_an_episode(tmp_path):
     store = tmp_path / "sim.zarr"
     env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 160)))
     done = subprocess.run(
-        [sys.executable, "-m", "pld_robot.cli", "sim", "--episodes", "1", "--config", str(config),
+        [sys.executable, "-m", "pld_robot.cli", "sim", "--episodes", "1", "--max-steps", "400", "--config", str(config),
          "--store", str(store)],
         env=env, capture_output=True, text=True, timeout=180,
     )

@@ -44,7 +44,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     view.add_argument("store")
     view.add_argument("episodes", nargs="+", type=int, help="episode indices (-1: the last)")
     view.add_argument("--out", default="episodes_view", help="output directory (default ./episodes_view)")
+    view.add_argument("--every", type=int, help="contact sheet: one frame every N steps (default: ~10 frames)")
     view.set_defaults(func=_view)
+
+    stats = actions.add_parser("stats", help="normalization statistics of state and action, saved beside the store")
+    stats.add_argument("store")
+    stats.add_argument("--outcome", nargs="+", default=["success"],
+                       help="episodes with these outcomes (default: success)")
+    stats.add_argument("--out", help="output JSON (default: <store>.norm_stats.json beside the store)")
+    stats.set_defaults(func=_stats)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -111,8 +119,24 @@ def _view(args: argparse.Namespace) -> int:
     from pld_robot.data.review import view_episode
 
     for episode in args.episodes:
-        for path in view_episode(args.store, episode, Path(args.out)):
+        for path in view_episode(args.store, episode, Path(args.out), every=args.every):
             print(path)
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from pld_robot.data.normalization import compute_stats, default_stats_path, save_stats
+
+    reader = EpisodeReader(args.store)
+    episodes = reader.select(outcome=args.outcome)
+    if not episodes:
+        print(f"pld-robot: no {'/'.join(args.outcome)} episodes in {args.store} to compute statistics from")
+        return 1
+    stats = compute_stats(reader, episodes)
+    path = save_stats(stats, args.out or default_stats_path(args.store))
+    for key, s in stats.keys.items():
+        print(f"{key}: mean {np.array2string(s.mean, precision=3)}  std {np.array2string(s.std, precision=3)}")
+    print(f"{path}: {len(episodes)} episode(s), {stats.count} steps")
     return 0
 
 
