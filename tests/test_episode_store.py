@@ -257,3 +257,21 @@ def test_validate_is_clean_on_a_fresh_store(tmp_path):
     EpisodeWriter.open(store, SCHEMA, config=FAST).close()
     assert validate(store) == []
     assert EpisodeReader(store).num_episodes == 0
+
+
+def test_sync_on_commit_fsyncs_every_file_the_episode_wrote(tmp_path, monkeypatch):
+    """Durability without a system-wide sync: each chunk file and its directory is fsynced before the
+    commit record is written, and so is the commit record itself."""
+    import pld_robot.data.durability as durability
+
+    synced: list[Path] = []
+    real = durability._fsync
+    monkeypatch.setattr(durability, "_fsync", lambda path: (synced.append(Path(path)), real(path)))
+    store = tmp_path / "durable.zarr"
+    with EpisodeWriter.open(store, SCHEMA, config=WriterConfig(sync_on_commit=True)) as writer:
+        record(writer, 0)
+    on_disk = {p for p in store.rglob("*") if p.is_file() and "/c/" in str(p)}
+    assert on_disk and on_disk <= set(synced), sorted(on_disk - set(synced))[:5]
+    assert {p.parent for p in on_disk} <= set(synced), "directories of renamed chunks are fsynced too"
+    ends_chunk = store / "meta" / "episode_ends" / "c" / "0"
+    assert ends_chunk in synced

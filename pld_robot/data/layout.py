@@ -152,6 +152,14 @@ def compressors(spec: ArraySpec) -> tuple:
     return codec, zarr.codecs.Crc32cCodec()
 
 
+def chunk_files(array: zarr.Array, start: int, end: int) -> list[str]:
+    """Paths, relative to the array, of the chunk files holding steps [start, end) (a chunk spans
+    whole steps; Zarr v3's default chunk key encoding)."""
+    chunk = array.chunks[0]
+    rest = "/0" * (array.ndim - 1)
+    return [f"c/{c}{rest}" for c in range(start // chunk, (end - 1) // chunk + 1)] if end > start else []
+
+
 def rgb_key(camera: str) -> str:
     return f"{camera}_rgb"
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from pld_robot.data.layout import EpisodeInfo, Source, StoreError, committed_ends, open_root, read_schema
+from pld_robot.data.layout import (EpisodeInfo, Source, StoreError, chunk_files, committed_ends, open_root,
+                                   read_schema)
 from pld_robot.data.repair import uncommitted_tail
 
 
@@ -123,13 +123,12 @@ def _check_metadata(infos: zarr.Array, ends: np.ndarray) -> list[Problem]:
 def _check_chunks(path: Path, key: str, array: zarr.Array, ends: np.ndarray, deep: bool) -> list[Problem]:
     end = int(ends[-1]) if len(ends) else 0
     chunk = array.chunks[0]
-    suffix = ("0",) * (array.ndim - 1)
     problems = []
-    for c in range(math.ceil(end / chunk)):
+    for c, file in enumerate(chunk_files(array, 0, end)):
         a, b = c * chunk, min(end, (c + 1) * chunk)
         episode = int(np.searchsorted(ends, a, side="right"))
         where = f"data/{key}"
-        if not path.joinpath("data", key, "c", str(c), *suffix).is_file():
+        if not (path / "data" / key / file).is_file():
             problems.append(Problem("missing_chunk", where, f"chunk {c} (steps {a}-{b - 1}, episode {episode}) "
                                                             "is missing"))
         elif deep:

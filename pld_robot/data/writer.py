@@ -31,8 +31,9 @@ from typing import Literal, Mapping
 import numpy as np
 import zarr
 
+from pld_robot.data.durability import Durability
 from pld_robot.data.layout import (GROW_STEPS, ArraySpec, EpisodeInfo, Outcome, StoreError, StoreSchema,
-                                   WRITER_LOCK, committed_ends, create_store, is_store, open_root, read_schema)
+                                   WRITER_LOCK, chunk_files, committed_ends, create_store, is_store, open_root, read_schema)
 from pld_robot.data.repair import repair, uncommitted_tail
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class WriterConfig:
     # an uncommitted tail found on open (the last run crashed): keep it as an aborted episode,
     # truncate it, or refuse to record until someone runs `pld-robot episodes repair`
     on_uncommitted_tail: Literal["keep", "truncate", "refuse"] = "keep"
-    sync_on_commit: bool = True  # fsync the episode before the commit record: survives power loss
+    sync_on_commit: bool = True  # the episode is on the disk before its commit record: survives power loss
 
 
 @dataclass
@@ -89,6 +90,7 @@ class EpisodeWriter:
         self.stats = WriterStats()
         self._recording = False  # caller side: between begin_episode and end_episode
         self._error: BaseException | None = None
+        self._durability = Durability(config.sync_on_commit)
         self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
         self._thread.start()
 
@@ -172,6 +174,7 @@ class EpisodeWriter:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.error("episode writer: still writing after %.0f s; giving up on it", timeout)
+        self._durability.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -202,7 +205,8 @@ class EpisodeWriter:
                 if isinstance(item, _Stop):
                     return
                 if isinstance(item, EpisodeInfo):
-                    episode = _EpisodeBuffer(self._root, self._specs, item, self.config.flush_interval_s)
+                    episode = _EpisodeBuffer(self._root, self.path, self._specs, item, self.config.flush_interval_s,
+                                             self._durability)
                 elif isinstance(item, _Commit):
                     self._commit(episode, item)
                     episode = None
@@ -244,7 +248,7 @@ class EpisodeWriter:
 
     def _commit(self, episode: "_EpisodeBuffer", commit: _Commit) -> None:
         try:
-            index = episode.commit(commit, self.config.sync_on_commit)
+            index = episode.commit(commit)
         except BaseException as exc:
             commit.future.set_exception(exc)
             raise
@@ -256,8 +260,11 @@ class _EpisodeBuffer:
     """One episode on its way to disk: image blocks aligned to chunk boundaries, low-dimensional
     columns in memory until flushed."""
 
-    def __init__(self, root: zarr.Group, specs: dict[str, ArraySpec], info: EpisodeInfo, flush_interval_s: float):
+    def __init__(self, root: zarr.Group, path: Path, specs: dict[str, ArraySpec], info: EpisodeInfo,
+                 flush_interval_s: float, durability: Durability):
         self._root = root
+        self._path = path
+        self._durability = durability
         self._specs = specs
         # every chunk gets a file, even an all-zero one, so that validate can tell a lost chunk
         self._arrays = {k: root["data"][k].with_config({"write_empty_chunks": True}) for k in specs}
@@ -297,12 +304,11 @@ class _EpisodeBuffer:
             self._flush_lowdim()
             self._write_pending()
 
-    def commit(self, commit: _Commit, sync: bool) -> int:
+    def commit(self, commit: _Commit) -> int:
         for key in self._blocks:
             self._write_block(key)
         self._flush_lowdim()
-        if sync:
-            os.sync()  # the episode is on the platter before the commit record points at it
+        self._durability.wait()  # the episode is on the disk before the commit record points at it
         info = replace(self.info, outcome=commit.outcome, length=self.length,
                        duration_s=time.time() - self.info.start_time, dropped_frames=self.dropped_frames,
                        extra={**self.info.extra, **commit.extra})
@@ -314,8 +320,11 @@ class _EpisodeBuffer:
         infos[index] = info.to_json()
         # the commit record, last: before this line the episode does not exist
         ends.append(np.array([self.start + self.length], dtype=np.int64))
-        if sync:
-            os.sync()
+        meta = self._path / "meta"
+        for name, array in (("episode_info", infos), ("episode_ends", ends)):
+            files = ("zarr.json", *chunk_files(array, index, index + 1))
+            self._durability.written(*(meta / name / f for f in files))
+        self._durability.wait()
         self._meta.attrs.pop("pending", None)
         return index
 
@@ -343,7 +352,9 @@ class _EpisodeBuffer:
         end = start + len(values)
         if end > array.shape[0]:
             array.resize((end + GROW_STEPS, *array.shape[1:]))
+            self._durability.written(self._path / "data" / key / "zarr.json")
         array[start:end] = values
+        self._durability.written(*(self._path / "data" / key / f for f in chunk_files(array, start, end)))
 
     def _write_pending(self) -> None:
         """Record how far this episode is on disk, so that repair can keep the tail after a crash."""
