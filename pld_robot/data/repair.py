@@ -24,7 +24,6 @@ class Tail:
     flushed: int  # steps of it known to be complete on disk
     info: EpisodeInfo | None  # what the writer knew of it
     complete: bool  # its metadata was written: only the commit record is missing
-    torn_commit: bool  # episode_ends holds a half-written entry
 
     def describe(self) -> str:
         what = "a fully written episode whose commit was interrupted" if self.complete else \
@@ -51,10 +50,10 @@ def uncommitted_tail(root: zarr.Group) -> Tail | None:
     if pending is None and not torn and written is None:
         return None
     if written is not None and written.length > 0 and _capacity(root) >= start + written.length:
-        return Tail(start, written.length, written, True, torn)
+        return Tail(start, written.length, written, True)
     info = EpisodeInfo.from_json(pending["info"]) if pending else None
     flushed = int(pending["flushed"]) if pending else 0
-    return Tail(start, flushed, info, False, torn)
+    return Tail(start, flushed, info, False)
 
 
 def repair(path: str | Path, *, keep_tail: bool = False, root: zarr.Group | None = None) -> RepairReport:

@@ -59,7 +59,6 @@ class WriterStats:
     steps: int = 0
     dropped_frames: int = 0
     queued_mb: float = 0.0  # camera frames waiting for the disk
-    bytes_written: int = 0  # uncompressed bytes handed to Zarr
 
 
 class _Stop:
@@ -185,10 +184,6 @@ class EpisodeWriter:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @property
-    def error(self) -> BaseException | None:
-        return self._error
-
     def _check_alive(self) -> None:
         if self._error is not None:
             raise RecorderError(f"the episode writer for {self.path} failed: {self._error}") from self._error
@@ -243,7 +238,6 @@ class EpisodeWriter:
             self.stats.dropped_frames += bin(dropped).count("1")
         episode.add_lowdim({**lowdim, "dropped": np.uint8(dropped)})
         self.stats.steps += 1
-        self.stats.bytes_written += size
         self.stats.queued_mb = self._queued_bytes / 1e6
 
     def _commit(self, episode: "_EpisodeBuffer", commit: _Commit) -> None:
