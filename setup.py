@@ -66,6 +66,7 @@ setup(
         (os.path.join('share', package_name), ['package.xml']),
         (os.path.join('share', package_name, 'launch'), sorted(glob('launch/*.launch.py'))),
         (os.path.join('share', package_name, 'config'), sorted(glob('config/*.yaml') + glob('config/*.xml'))),
+        (os.path.join('share', package_name, 'config', 'policies'), sorted(glob('config/policies/*.yaml'))),
     ],
     install_requires=[
         'numpy',
@@ -80,6 +81,14 @@ setup(
         'torch',
         'matplotlib',
         'tqdm',
+        'transformers',
+        'safetensors',
+        'tokenizers',
+        'fastapi',
+        'uvicorn',
+        'msgpack',
+        'websockets',
+        'httpx',
     ],
     extras_require={
         'sim': ['franky-sim'],

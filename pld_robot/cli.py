@@ -10,6 +10,7 @@ import sys
 
 from pld_robot.config import ConfigError
 from pld_robot.data import episodes_cli
+from pld_robot.policy import serve_cli
 
 
 DEFAULT_SIM_STORE = "pld_data/sim_pick_cube.zarr"
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                           "'' records nothing")
     sim.set_defaults(func=_sim)
     episodes_cli.add_parser(sub)
+    serve_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -33,9 +33,13 @@ class PickUpExpert:
         self.reset()
 
     def reset(self) -> None:
-        self.phase = "approach"
-        self._grasp_ticks = 0
-        self._grasp_z = 0.0
+        self.resume("approach")
+
+    def resume(self, phase: str, grasp_z: float = 0.0, grasp_ticks: int = 0) -> None:
+        """Continue from `phase` (a planner that re-plans from the state sets where it is)."""
+        self.phase = phase
+        self._grasp_z = grasp_z
+        self._grasp_ticks = grasp_ticks
 
     def act(self, ee_position: np.ndarray, ee_quaternion: np.ndarray,
             cube_position: np.ndarray, cube_quaternion: np.ndarray) -> np.ndarray:
