@@ -104,6 +104,7 @@ setup(
             'camera_node = pld_robot.nodes.camera_node:main',
             'teleop_node = pld_robot.nodes.teleop_node:main',
             'sim_node = pld_robot.nodes.sim_node:main',
+            'policy_node = pld_robot.nodes.policy_node:main',
         ],
     },
 )

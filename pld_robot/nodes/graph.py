@@ -21,6 +21,7 @@ EXECUTABLES = {
     "arm_node": ("pld_robot.nodes.arm_node", "ArmNode", "ArmNodeConfig"),
     "camera_node": ("pld_robot.nodes.camera_node", "CameraNode", "CameraConfig"),
     "teleop_node": ("pld_robot.nodes.teleop_node", "TeleopNode", "TeleopNodeConfig"),
+    "policy_node": ("pld_robot.nodes.policy_node", "PolicyNode", "PolicyNodeConfig"),
 }
 
 

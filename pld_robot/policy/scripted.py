@@ -19,6 +19,7 @@ from pld_robot.policy.spec import InvalidObservation, Observation, PolicySpec, c
 from pld_robot.robots.action_spec import ActionSpec
 from pld_robot.sim.expert import ExpertConfig, PickUpExpert
 
+_NO_EPISODE_YET = object()
 STATE_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper_width")  # nodes.observation.EE_STATE_NAMES
 
 
@@ -50,7 +51,7 @@ class ScriptedPolicy:
                                backend="scripted", version=_version(config))
         self._rng = np.random.default_rng(config.seed)
         self._lock = threading.Lock()
-        self._episode: object = None
+        self._episode: object = _NO_EPISODE_YET
         self._misses = False
 
     def predict(self, obs: Observation) -> np.ndarray:
@@ -58,7 +59,7 @@ class ScriptedPolicy:
         cube_position, cube_quaternion = _cube(obs.extra)
         c = self.config
         with self._lock:
-            if obs.extra.get("episode") != self._episode or self._episode is None:
+            if obs.extra.get("episode") != self._episode:
                 self._episode = obs.extra.get("episode")
                 self._misses = bool(self._rng.random() < c.miss_probability)
             misses = self._misses
