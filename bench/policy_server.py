@@ -11,7 +11,13 @@ HTTP, (3) WebSocketPolicyClient. The overhead of a transport is, per round, its 
 in-process call's; p50 and p99 over the rounds. `server_ms` is the server's own share (the reply's
 timing), so the rest of the overhead is the client and the loopback.
 
-    python -m bench.policy_server [--requests 300]
+Then the control loop's view: the server's policy sleeps `--infer-ms` (300 ms, a VLA on a small
+GPU) per chunk, and a 10 Hz loop asks a ChunkBroker over HTTP for an action every tick for `--loop-s`
+seconds, with `refill_below` sized from the latency (ceil(0.3 s x 10 Hz) + 2 = 5, plus the same again
+as slack: 8). `ticks_without_action` counts the ticks after the first chunk that had nothing to
+execute (target 0).
+
+    python -m bench.policy_server [--requests 300] [--infer-ms 300] [--loop-s 30]
     python bench/policy_server.py      (same; a table on stderr, the last stdout line is one JSON object)
 """
 
@@ -31,7 +37,8 @@ if __package__ in (None, ""):  # run as a file: make `pld_robot` and `bench` imp
 
 import numpy as np
 
-from pld_robot.policy.client import PolicyClient, WebSocketPolicyClient
+from pld_robot.policy.broker import ChunkBroker
+from pld_robot.policy.client import ClientSource, PolicyClient, WebSocketPolicyClient
 from pld_robot.policy.server import bound_port, make_server
 from pld_robot.policy.spec import Observation, PolicySpec
 from pld_robot.policy.wire import observation_to_message, packb
@@ -47,10 +54,13 @@ class NoopPolicy:
 
     spec = SPEC
 
-    def __init__(self):
+    def __init__(self, infer_s: float = 0.0):
         self.chunk = np.zeros((SPEC.chunk_length, len(SPEC.action_names)), np.float32)
+        self.infer_s = infer_s
 
     def predict(self, obs: Observation) -> np.ndarray:
+        if self.infer_s:
+            time.sleep(self.infer_s)
         return self.chunk
 
 
@@ -59,9 +69,9 @@ def observation(rng: np.random.Generator) -> Observation:
     return Observation(images=images, state=rng.normal(size=8).astype(np.float32), prompt="pick up the cube")
 
 
-def serve_child() -> None:
+def serve_child(infer_s: float) -> None:
     """The server process: print the port it bound, then serve until terminated."""
-    server = make_server(NoopPolicy(), port=0, log_level="warning")
+    server = make_server(NoopPolicy(infer_s), port=0, log_level="warning")
 
     def announce():
         while not server.started:
@@ -104,25 +114,61 @@ def measure(url: str, requests: int) -> dict:
     return out
 
 
+def starvation(url: str, loop_s: float, refill_below: int = 8) -> dict:
+    """A 10 Hz loop taking one action per tick from a ChunkBroker fed over HTTP by a slow policy."""
+    rng = np.random.default_rng(1)
+    period = 1.0 / SPEC.control_hz
+    with PolicyClient(url) as client, ChunkBroker(ClientSource(client), SPEC, refill_below=refill_below,
+                                                  max_chunk_age_s=6.0, unhealthy_after_s=2.0) as broker:
+        ticks = starved = 0
+        first = None
+        start = time.monotonic()
+        while (now := time.monotonic()) - start < loop_s:
+            broker.observe(observation(rng), now)
+            if broker.action(now) is not None:
+                first = first if first is not None else ticks
+            elif first is not None:
+                starved += 1
+            ticks += 1
+            time.sleep(max(0.0, start + ticks * period - time.monotonic()))
+        status = broker.status()
+    return {"ticks": ticks, "first_action_tick": first, "ticks_without_action": starved,
+            "chunks_received": status.chunks_received, "errors": status.errors, "refill_below": refill_below,
+            "last_rtt_ms": round(status.last_rtt_ms or 0.0, 1)}
+
+
+def spawn_server(infer_ms: float) -> tuple[subprocess.Popen, str]:
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", "--infer-ms", str(infer_ms)],
+                             stdout=subprocess.PIPE, text=True)
+    return child, f"http://127.0.0.1:{int(child.stdout.readline())}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--infer-ms", type=float, default=300.0, help="the slow policy's inference time")
+    parser.add_argument("--loop-s", type=float, default=30.0, help="how long the 10 Hz loop runs")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.serve:
-        serve_child()
+        serve_child(args.infer_ms / 1e3)
         return
 
-    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"], stdout=subprocess.PIPE,
-                             text=True)
+    child, url = spawn_server(0.0)
     try:
-        port = int(child.stdout.readline())
         t = time.perf_counter()
-        result = measure(f"http://127.0.0.1:{port}", args.requests)
+        result = measure(url, args.requests)
         wall = time.perf_counter() - t
     finally:
         child.terminate()
         child.wait(10)
+    child, url = spawn_server(args.infer_ms)
+    try:
+        loop = starvation(url, args.loop_s)
+    finally:
+        child.terminate()
+        child.wait(10)
+    loop["infer_ms"] = args.infer_ms
 
     request_bytes = len(packb(observation_to_message(observation(np.random.default_rng(0)))))
     print(f"{args.requests} requests each, {request_bytes / 1e3:.0f} kB per request, {wall:.1f} s", file=sys.stderr)
@@ -132,10 +178,13 @@ def main() -> None:
         o, s = r.get("overhead", {}), r.get("server", {})
         print(f"{name:<10}{r['p50_ms']:>10}{r['p99_ms']:>10}{o.get('p50_ms', ''):>14}{o.get('p99_ms', ''):>14}"
               f"{s.get('p50_ms', ''):>12}", file=sys.stderr)
+    print(f"10 Hz loop, {args.infer_ms:g} ms inference: {loop['ticks_without_action']} of {loop['ticks']} ticks "
+          f"without an action after the first chunk ({loop['chunks_received']} chunks)", file=sys.stderr)
     print(json.dumps({"requests": args.requests, "cameras": {c: list(hw) for c, hw in SPEC.cameras.items()},
                       "state_dim": len(SPEC.state_names), "action_dim": len(SPEC.action_names),
                       "chunk_length": SPEC.chunk_length, "request_bytes": request_bytes,
-                      "server": "child process, 127.0.0.1", "wall_s": round(wall, 1), **result}), flush=True)
+                      "server": "child process, 127.0.0.1", "wall_s": round(wall, 1), **result,
+                      "control_loop_10hz": loop}), flush=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pld_robot.nodes.observation import EE_STATE_NAMES, ObservationTap
 from pld_robot.nodes.params import node_config
 from pld_robot.nodes.spin import run_node
 from pld_robot.policy.broker import ChunkBroker
-from pld_robot.policy.client import PolicyClient, WebSocketPolicyClient
+from pld_robot.policy.client import ClientSource, PolicyClient, WebSocketPolicyClient
 from pld_robot.policy.spec import Observation
 
 
@@ -47,19 +47,6 @@ class PolicyNodeConfig:
     def __post_init__(self):
         if self.transport not in ("http", "websocket"):
             raise ValueError(f"transport must be http or websocket, got {self.transport!r}")
-
-
-class ClientSource:
-    """The broker's chunk source over the network; remembers each chunk so the node can publish it."""
-
-    def __init__(self, client, on_chunk):
-        self._client = client
-        self._on_chunk = on_chunk
-
-    def act(self, obs: Observation) -> np.ndarray:
-        result = self._client.act(obs)
-        self._on_chunk(obs, result.actions)
-        return result.actions
 
 
 class PolicyNode(Node):

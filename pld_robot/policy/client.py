@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Self
+from typing import Callable, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -177,3 +177,19 @@ class WebSocketPolicyClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ClientSource:
+    """A client as the chunk broker's source (`act(obs) -> chunk`); `on_chunk(obs, chunk)` sees each
+    chunk as it arrives (policy_node publishes them)."""
+
+    def __init__(self, client: PolicyClient | WebSocketPolicyClient,
+                 on_chunk: Callable[[Observation, np.ndarray], None] | None = None):
+        self._client = client
+        self._on_chunk = on_chunk
+
+    def act(self, obs: Observation) -> np.ndarray:
+        actions = self._client.act(obs).actions
+        if self._on_chunk is not None:
+            self._on_chunk(obs, actions)
+        return actions
