@@ -51,20 +51,17 @@ def test_length_mismatch(store):
     assert "holds 50 steps but meta/episode_ends commits 90" in problems[0].message
 
 
-def test_bad_dtype(store):
+@pytest.mark.parametrize("key, shape, dtype, kind, message", [
+    ("reward", (90,), "float64", "bad_dtype", "dtype float64, expected float32"),
+    ("action", (90, 7), "float32", "bad_shape", "step shape (7,), expected (4,)"),
+])
+def test_an_array_replaced_by_a_different_one(store, key, shape, dtype, kind, message):
     group = zarr.open_group(store / "data", mode="r+")
-    del group["reward"]
-    group.create_array("reward", shape=(90,), dtype="float64")
+    del group[key]
+    group.create_array(key, shape=shape, dtype=dtype)
     problems = validate(store)
-    assert [(p.kind, p.where) for p in problems] == [("bad_dtype", "data/reward")]
-    assert "dtype float64, expected float32" in problems[0].message
-
-
-def test_bad_step_shape(store):
-    group = zarr.open_group(store / "data", mode="r+")
-    del group["action"]
-    group.create_array("action", shape=(90, 7), dtype="float32")
-    assert kinds(store) == [("bad_shape", "data/action")]
+    assert [(p.kind, p.where) for p in problems] == [(kind, f"data/{key}")]
+    assert message in problems[0].message
 
 
 def test_uncommitted_tail_and_torn_commit(store):
