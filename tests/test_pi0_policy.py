@@ -347,3 +347,41 @@ def test_save_checkpoint_writes_only_new_folders(checkpoints, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["occupied"]
     info = PolicyInfo.from_json(checkpoint.info.to_json(), tmp_path)
     assert info == checkpoint.info
+
+
+@pytest.mark.slow
+def test_served_lerobot_checkpoint_equals_transformers(checkpoints):
+    """`pld-robot serve-policy --backend pi0` in its own process, asked over HTTP and the websocket."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from pld_robot.policy.client import PolicyClient, PolicyUnavailable, WebSocketPolicyClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "pld_robot.cli", "serve-policy", "--backend", "pi0",
+                               "--checkpoint", str(checkpoints["lerobot"]), "--device", "cpu", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = PolicyClient(url)
+                break
+            except PolicyUnavailable:
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()[-2000:]
+                time.sleep(0.2)
+        obs = _obs(seed=4)
+        expected = _reference_actions(checkpoints["lerobot"], "lerobot", obs)
+        with client, WebSocketPolicyClient(url) as ws:
+            assert client.spec.backend == "pi0" and client.spec.cameras == CAMERAS
+            for result in (client.act(obs), ws.act(obs)):
+                np.testing.assert_allclose(result.actions, expected, rtol=1e-5, atol=1e-5)
+                assert result.timing["infer_ms"] > 0
+    finally:
+        server.kill()
+        server.wait(10)
