@@ -105,6 +105,8 @@ setup(
             'teleop_node = pld_robot.nodes.teleop_node:main',
             'sim_node = pld_robot.nodes.sim_node:main',
             'policy_node = pld_robot.nodes.policy_node:main',
+            'orchestrator_node = pld_robot.nodes.orchestrator_node:main',
+            'sim_operator = pld_robot.nodes.sim_operator:main',
         ],
     },
 )

@@ -28,6 +28,7 @@ from pld_robot.robots.action_spec import ActionSpec
 pytestmark = pytest.mark.slow
 
 HOST = "127.0.0.61"  # franky-sim binds fixed ports: an address of this module's own
+PLD_NODES = ("policy_node", "orchestrator_node", "sim_operator")  # the lab alone: the tests drive it
 
 
 class Probe(Node):
@@ -54,7 +55,7 @@ def wait_for(predicate, timeout: float, what: str):
 def graph():
     os.environ["ROS_DOMAIN_ID"] = str(random.randint(20, 99))
     overrides = {"sim_node": {"lab": {"host": HOST}}, "arm_node": {"arm": {"host": HOST}}}
-    with GraphRunner(shipped_config("sim.yaml"), overrides=overrides) as runner:
+    with GraphRunner(shipped_config("sim.yaml"), overrides=overrides, exclude=PLD_NODES) as runner:
         probe = runner.add_node(Probe())
         driver = runner.add_node(ScriptedPickUpNode(ActionSpec(), lift_height=0.05, cube_size=0.04))
         driver.wait_for_inputs(timeout=30.0)

@@ -22,6 +22,8 @@ EXECUTABLES = {
     "camera_node": ("pld_robot.nodes.camera_node", "CameraNode", "CameraConfig"),
     "teleop_node": ("pld_robot.nodes.teleop_node", "TeleopNode", "TeleopNodeConfig"),
     "policy_node": ("pld_robot.nodes.policy_node", "PolicyNode", "PolicyNodeConfig"),
+    "orchestrator_node": ("pld_robot.nodes.orchestrator_node", "OrchestratorNode", "OrchestratorConfig"),
+    "sim_operator": ("pld_robot.nodes.sim_operator", "SimOperator", "SimOperatorConfig"),
 }
 
 

@@ -122,7 +122,7 @@ class PolicyNode(Node):
                                message="ok" if s.healthy else f"no chunk from the policy server: {s.last_error}")
         msg.values = [KeyValue(key=k, value=str(v)) for k, v in
                       (("chunks_received", s.chunks_received), ("starved_ticks", s.starved_ticks),
-                       ("errors", s.errors), ("last_rtt_ms", s.last_rtt_ms))]
+                       ("errors", s.errors), ("last_rtt_ms", s.last_rtt_ms), ("version", self.spec.version))]
         self._status_pub.publish(msg)
 
 

@@ -9,8 +9,6 @@ executor's threads slows it to a fraction of real time.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import importlib
 import os
 import signal
@@ -27,6 +25,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from pld_robot.child_process import interrupt_when_parent_dies
 from pld_robot.config import deep_merge, flatten, from_dict, load_yaml, node_params
 from pld_robot.nodes.graph import EXECUTABLES, graph_from_config
 from pld_robot.paths import use_fastdds_profile
@@ -109,7 +108,7 @@ class GraphRunner:
             [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={spec.name}",
              "--params-file", str(params_file)],
             env=os.environ.copy(),
-            preexec_fn=_interrupt_when_parent_dies,
+            preexec_fn=interrupt_when_parent_dies,
         )
 
     def add_node(self, node: Node) -> Node:
@@ -159,12 +158,3 @@ def _stop_child(child: subprocess.Popen, timeout: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-
-
-def _interrupt_when_parent_dies() -> None:
-    """Runs in the child before exec: a killed runner must not leave a simulator holding its ports."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
-        pass

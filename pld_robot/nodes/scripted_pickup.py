@@ -6,7 +6,6 @@ state, the expert's action and what the arm executed, and a success label from t
 from __future__ import annotations
 
 import threading
-from collections import deque
 import time
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from pld_robot.data import EpisodeInfo, EpisodeWriter, Outcome, Source
 from pld_robot.nodes.action_msgs import chunk_to_msg, msg_to_pose
 from pld_robot.nodes.image_msgs import from_time
 from pld_robot.nodes.observation import ObservationTap
+from pld_robot.nodes.step_recorder import StepRecorder
 from pld_robot.robots.action_spec import ActionSpec
 from pld_robot.sim.expert import PickUpExpert
 
@@ -98,8 +98,7 @@ class ScriptedPickUpNode(Node):
                                                   extra={"sim_episode": index}))
         start = time.monotonic()
         steps = 0
-        self._unanswered = 0
-        waiting: deque = deque()  # steps whose executed action is still on its way back from the arm
+        recorder = StepRecorder(self._tap, self.writer, EXECUTED_PATIENCE_TICKS) if self.writer else None
         for steps in range(1, max_steps + 1):
             tick = time.monotonic()
             obs = self._tap.latest()
@@ -108,14 +107,16 @@ class ScriptedPickUpNode(Node):
             action = expert.act(ee_position, ee_quaternion, cube_position, cube_quaternion)
             msg = chunk_to_msg(action, self.spec.names, self.spec.control_hz, time.time())
             self._command.publish(msg)
-            if self.writer:
-                waiting.append((obs, action, from_time(msg.header.stamp), self._lifted(cube_position),
-                                time.monotonic() - tick))
-                self._record_answered(waiting, patience=EXECUTED_PATIENCE_TICKS)
+            if recorder:
+                recorder.add(from_time(msg.header.stamp), {
+                    **obs.frames, "state": obs.state, "base_action": action, "source": Source.PROBE,
+                    "success_label": self._lifted(cube_position), "timestamp": obs.stamp,
+                    "loop_latency": time.monotonic() - tick})
             if expert.phase == "done":
                 break
             time.sleep(max(0.0, start + steps * self.spec.period - time.monotonic()))
-        self._record_answered(waiting, patience=0, wait=1.0)
+        if recorder:
+            recorder.flush()
         duration = time.monotonic() - start
         self.call(self._hold)  # the episode is over: stop on purpose rather than by the watchdog
         time.sleep(0.3)  # let the cube settle in the hand before judging
@@ -123,29 +124,13 @@ class ScriptedPickUpNode(Node):
             cube_position = self._cube[0]
         lifted = self._lifted(cube_position)
         recorded = None
-        if self.writer:
-            if self._unanswered:
-                self.get_logger().warning(f"{self._unanswered} command(s) had no /arm/executed answer; "
+        if recorder:
+            if recorder.unanswered:
+                self.get_logger().warning(f"{recorder.unanswered} command(s) had no /arm/executed answer; "
                                           "recorded as zero motion")
             recorded = self.writer.end_episode(Outcome.SUCCESS if lifted else Outcome.FAILURE,
-                                               unanswered_commands=self._unanswered).result(60)
+                                               unanswered_commands=recorder.unanswered).result(60)
         return EpisodeResult(index, lifted, duration, steps, float(cube_position[2]), recorded)
 
     def _lifted(self, cube_position: np.ndarray) -> bool:
         return bool(cube_position[2] - self._cube_size / 2 > self._lift_height)
-
-    def _record_answered(self, waiting: deque, patience: int, wait: float = 0.0) -> None:
-        """Record the oldest steps whose executed action has come back, in order; a step that has
-        waited `patience` ticks is recorded anyway, as zero motion (the arm refused it or is gone)."""
-        while waiting:
-            obs, action, stamp, lifted, latency = waiting[0]
-            executed = self._tap.executed(stamp, timeout=wait)
-            if executed is None and len(waiting) <= patience:
-                return
-            waiting.popleft()
-            if executed is None:
-                self._unanswered += 1
-                executed = np.zeros_like(action)
-            self.writer.add_step({**obs.frames, "state": obs.state, "action": executed, "base_action": action,
-                                  "source": Source.PROBE, "success_label": lifted, "timestamp": obs.stamp,
-                                  "loop_latency": latency})

@@ -1,0 +1,77 @@
+"""sim_operator: the person at the robot, simulated, so the rollout loop runs unattended in the sim lab.
+
+When the orchestrator waits for a reset, it puts a fresh random cube on the table (/sim/reset_cube)
+and presses START (/pld/teleop/event), and it presses START again once a fault has cleared; and it plays the success signal the reward classifier will give
+on a real robot: /pld/reward/success_prob and /pld/success_label from the ground truth (the cube's
+bottom above `lift_height`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from std_msgs.msg import Bool, Float32, String
+from std_srvs.srv import Trigger
+
+from pld_robot.nodes.params import node_config
+from pld_robot.nodes.spin import run_node
+
+
+@dataclass(frozen=True)
+class SimOperatorConfig:
+    lift_height: float = 0.05  # as sim_node's lab.lift_height
+    cube_size: float = 0.04  # as sim_node's lab.cube_size
+    settle_s: float = 0.3  # after a reset, before pressing START: the cube lands
+    rate_hz: float = 10.0
+
+
+class SimOperator(Node):
+    def __init__(self, node_name: str = "sim_operator", **kwargs):
+        super().__init__(node_name, automatically_declare_parameters_from_overrides=True, **kwargs)
+        self.config = node_config(self, SimOperatorConfig)
+        self._lifted = False
+        self._resetting = False
+        self._press_at: float | None = None
+        self._prob = self.create_publisher(Float32, "/pld/reward/success_prob", 10)
+        self._label = self.create_publisher(Bool, "/pld/success_label", 10)
+        self._event = self.create_publisher(String, "/pld/teleop/event", 10)
+        self._reset = self.create_client(Trigger, "/sim/reset_cube")
+        self.create_subscription(PoseStamped, "/sim/cube_pose", self._on_cube, 10)
+        self.create_subscription(String, "/pld/episode/status", self._on_status, 10)
+        self.create_timer(1.0 / self.config.rate_hz, self._publish)
+
+    def _on_cube(self, msg: PoseStamped) -> None:
+        self._lifted = msg.pose.position.z - self.config.cube_size / 2 > self.config.lift_height
+
+    def _on_status(self, msg: String) -> None:
+        status = json.loads(msg.data)
+        if status["state"] == "faulted" and status["fault"] is None and self._press_at is None:
+            self._press_at = time.monotonic()  # the fault is gone: resume, as the person would
+        if status["state"] != "waiting_for_reset":
+            self._resetting = False
+            return
+        if not self._resetting and self._reset.service_is_ready():
+            self._resetting = True
+            self._reset.call_async(Trigger.Request()).add_done_callback(self._reset_done)
+
+    def _reset_done(self, _future) -> None:
+        self._press_at = time.monotonic() + self.config.settle_s
+
+    def _publish(self) -> None:
+        self._prob.publish(Float32(data=1.0 if self._lifted else 0.0))
+        self._label.publish(Bool(data=self._lifted))
+        if self._press_at is not None and time.monotonic() >= self._press_at:
+            self._press_at = None
+            self._event.publish(String(data="start"))
+
+
+def main(args=None) -> None:
+    run_node(SimOperator, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Pairs each commanded step with what the arm executed for it, then hands it to the episode writer.
+
+The arm answers a command on /arm/executed a few milliseconds after the tick that sent it, so a step is
+recorded once its answer is in, in order, without holding up the loop. A step that waited `patience`
+ticks is recorded anyway, as zero motion with the gripper as commanded (the arm refused it or is gone),
+and counted.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from pld_robot.data.writer import EpisodeWriter
+from pld_robot.nodes.observation import ObservationTap
+
+
+class StepRecorder:
+    def __init__(self, tap: ObservationTap, writer: EpisodeWriter, patience: int = 5):
+        self._tap = tap
+        self._writer = writer
+        self._patience = patience
+        self._waiting: deque[tuple[float, dict]] = deque()
+        self.unanswered = 0
+
+    def add(self, stamp: float, step: dict) -> None:
+        """`step` is everything but `action`; `stamp` is the command's header stamp."""
+        self._waiting.append((stamp, step))
+        self._record_answered(self._patience, 0.0)
+
+    def flush(self, wait_s: float = 1.0) -> None:
+        """Record every waiting step (the episode is ending); waits up to `wait_s` for each answer."""
+        self._record_answered(0, wait_s)
+
+    def _record_answered(self, patience: int, wait_s: float) -> None:
+        while self._waiting:
+            stamp, step = self._waiting[0]
+            executed = self._tap.executed(stamp, timeout=wait_s)
+            if executed is None and len(self._waiting) <= patience:
+                return
+            self._waiting.popleft()
+            if executed is None:
+                self.unanswered += 1
+                commanded = step.get("base_action", step.get("teleop_action"))
+                executed = np.zeros(len(commanded), dtype=np.float32)
+                executed[-1] = commanded[-1]
+            self._writer.add_step({**step, "action": executed})
