@@ -25,7 +25,7 @@ from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from pld_robot.data import CameraSpec, EpisodeInfo, EpisodeWriter, StoreSchema
+from pld_robot.data import CameraSpec, EpisodeInfo, EpisodeWriter, Outcome, StoreSchema
 from pld_robot.episode.modes import Mode
 from pld_robot.episode.rollout import Event, Rollout, RolloutConfig, State, TickInputs
 from pld_robot.nodes.action_msgs import chunk_to_msg, msg_to_chunk
@@ -53,7 +53,7 @@ class OrchestratorConfig:
     store: str = "pld_data/episodes.zarr"
     task: str = ""
     prompt: str = "pick up the cube"
-    camera_timeout_s: float = 0.5  # a frame older than this is a fault
+    camera_timeout_s: float = 1.0  # an observation older than this is a fault
     max_chunk_age_s: float = 6.0
     status_hz: float = 2.0
 
@@ -205,7 +205,8 @@ class OrchestratorNode(Node):
         if plan.end is not None:
             self._call(self._hold, lambda: None)
             self._recorder.flush(wait_s=0.3)
-            future = self._writer.end_episode(plan.end, probe_steps=self.rollout.probe_steps,
+            note = plan.message if plan.end is Outcome.ABORTED else None  # why, for whoever reviews it
+            future = self._writer.end_episode(plan.end, note=note, probe_steps=self.rollout.probe_steps,
                                               unanswered_commands=self._recorder.unanswered)
             future.add_done_callback(lambda f: self._committed.set())
         self._tick_times.append(time.monotonic() - start)
