@@ -18,6 +18,7 @@ from pld_robot.data import EpisodeReader, validate
 from pld_robot.nodes.runner import GraphRunner
 from pld_robot.paths import shipped_config
 from pld_robot.policy.server_process import PolicyServerProcess
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +38,6 @@ class Watch(Node):
 
     def _on_joints(self, msg: JointState) -> None:
         self.positions.append((time.monotonic(), np.array(msg.position[:7])))
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_policy_server_gone_mid_episode_aborts_safely_and_the_next_episode_runs(tmp_path):

@@ -25,6 +25,7 @@ from pld_robot.nodes.image_msgs import from_time
 from pld_robot.nodes.runner import GraphRunner
 from pld_robot.paths import shipped_config
 from pld_robot.robots.action_spec import FRANKA_EE_DELTA_NAMES
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -74,14 +75,6 @@ class Follower(Node):
             assert time.monotonic() < deadline, f"{client.srv_name} did not answer"
             time.sleep(0.02)
         assert future.result().success, future.result().message
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_the_base_policy_drives_the_arm_through_server_broker_and_node(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pld_robot.config import from_dict, load_node_params
-from pld_robot.data import CameraSpec, EpisodeInfo, EpisodeReader, EpisodeWriter, Source, StoreSchema, WriterConfig
+from pld_robot.data import EpisodeInfo, EpisodeReader, EpisodeWriter, Source, StoreSchema, WriterConfig
 from pld_robot.episode.modes import Mode
 from pld_robot.episode.rollout import Event, Rollout, RolloutConfig, TickInputs
 from pld_robot.nodes.observation import EE_STATE_NAMES

@@ -17,13 +17,14 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
-from pld_robot.data import EpisodeReader, validate
+from pld_robot.data import EpisodeReader, Source, validate
 from pld_robot.nodes.action_msgs import chunk_to_msg
 from pld_robot.nodes.arm_node import ESTOP_QOS
 from pld_robot.nodes.runner import GraphRunner
 from pld_robot.nodes.scripted_pickup import ScriptedPickUpNode
 from pld_robot.paths import shipped_config
 from pld_robot.robots.action_spec import ActionSpec
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -41,14 +42,6 @@ class Probe(Node):
         self.command = self.create_publisher(type(chunk_to_msg(np.zeros(7), ["a"] * 7, 10.0, 0.0)), "/arm/command", 10)
         self.estop = self.create_publisher(Bool, "/arm/estop", ESTOP_QOS)
         self.reset_estop = self.create_client(Trigger, "/arm/reset_estop")
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -105,36 +98,37 @@ def test_estop_message_latches_until_reset(graph):
     assert not arm.state().estop
 
 
-def test_pld_robot_sim_command_records_an_episode(tmp_path):
-    """`pld-robot sim` as a user runs it (here one episode on its own address and domain), recording
-    into a store: what the arm executed, the cameras' frames and the ground-truth success label."""
+def test_pld_robot_sim_runs_the_whole_graph_and_records_hybrid_episodes(tmp_path):
+    """`pld-robot sim --mode hybrid` as a user runs it (on its own address and domain): the scripted
+    policy served in its own process, the orchestrator recording, the simulated operator resetting."""
     config = tmp_path / "sim.yaml"
     config.write_text(shipped_config("sim.yaml").read_text().replace('"127.0.0.1"', '"127.0.0.62"'))
+    exact = tmp_path / "exact_policy.yaml"
+    exact.write_text("chunk_length: 10\nmiss_probability: 0.0\n")
     store = tmp_path / "sim.zarr"
     env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 160)))
     done = subprocess.run(
-        [sys.executable, "-m", "pld_robot.cli", "sim", "--episodes", "1", "--max-steps", "400", "--config", str(config),
-         "--store", str(store)],
-        env=env, capture_output=True, text=True, timeout=180,
+        [sys.executable, "-m", "pld_robot.cli", "sim", "--episodes", "2", "--mode", "hybrid", "--max-steps", "300",
+         "--config", str(config), "--policy-config", str(exact), "--store", str(store)],
+        env=env, capture_output=True, text=True, timeout=300,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "episode 1/1: lifted" in done.stdout, done.stdout
-    assert "success rate: 1/1" in done.stdout
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "session: 2 episode(s)" in done.stdout, done.stdout
 
     assert validate(store) == []
     reader = EpisodeReader(store)
-    assert reader.num_episodes == 1 and reader.info(0).outcome == "success"
-    ep = reader.episode(0)
-    steps = reader.info(0).length
-    assert steps > 20 and ep["dropped"].sum() == 0
-    assert ep["front_rgb"].shape == (steps, 128, 128, 3) and ep["front_rgb"][-1].std() > 10
-    assert not np.array_equal(ep["wrist_rgb"][0], ep["wrist_rgb"][-1]), "the wrist camera moved with the arm"
-    # executed = the expert's action as the safety filter let it through: same gripper, bounded deltas
-    np.testing.assert_array_equal(ep["action"][:, 6], ep["base_action"][:, 6])
-    assert np.abs(ep["action"][:, :3]).max() <= 0.02 + 1e-6
-    z, width = ep["state"][:, 2], ep["state"][:, 7]
-    assert z.min() < 0.08 and z[-1] > z.min() + 0.03, "down to the cube, then up with it"
-    assert 0.03 < width[-1] < 0.045, "the gripper holds the 4 cm cube"
-    labels = ep["success_label"]
-    assert labels[-1] == 1 and labels[0] == 0, "the ground-truth label turns on once the cube is up"
-    assert (np.diff(ep["timestamp"]) >= 0).all(), "observation times never go back"
+    assert reader.num_episodes == 2
+    for i in range(2):
+        info, ep = reader.info(i), reader.episode(i)
+        probe = info.extra["probe_steps"]
+        assert info.mode == "hybrid" and 0 <= probe <= 0.6 * 300
+        expected = np.where(np.arange(info.length) < probe, Source.PROBE, Source.RESIDUAL)
+        np.testing.assert_array_equal(ep["source"], expected)
+        assert ep["front_rgb"].shape == (info.length, 128, 128, 3) and ep["front_rgb"][-1].std() > 10
+        assert ep["dropped"].sum() == 0 and (np.diff(ep["timestamp"]) >= 0).all()
+        # executed = the policy's action as the safety filter let it through: same gripper, bounded deltas
+        np.testing.assert_array_equal(ep["action"][:, 6], ep["base_action"][:, 6])
+        assert np.abs(ep["action"][:, :3]).max() <= 0.02 + 1e-6
+        if info.outcome == "success":
+            assert ep["success_label"][-1] == 1 and ep["success_label"][0] == 0
+    assert any(reader.info(i).outcome == "success" for i in range(2)), "the exact expert lifts the cube"
