@@ -92,6 +92,7 @@ class OrchestratorNode(Node):
         self._success_label = False
         self._gripper = 0.0
         self._committed = threading.Event()
+        self._homing = None  # the /arm/home call in flight
         self._tick_times: list[float] = []
         self._command = self.create_publisher(JointTrajectory, "/arm/command", 10)
         self._status_pub = self.create_publisher(String, "/pld/episode/status", 10)
@@ -187,8 +188,8 @@ class OrchestratorNode(Node):
                                             success_prob=success_prob, events=events, fault=fault))
         if plan.message:
             self.get_logger().info(plan.message)
-        if plan.home:
-            self._call(self._home, self.rollout.homed)
+        if plan.home and (self._homing is None or self._homing.done()):  # one home motion at a time
+            self._homing = self._call(self._home, self.rollout.homed)
         if plan.begin:
             self._writer.begin_episode(EpisodeInfo(prompt=self.config.prompt, mode=self.mode.value,
                                                    policy_version=self._policy_version,
@@ -208,6 +209,7 @@ class OrchestratorNode(Node):
             note = plan.message if plan.end is Outcome.ABORTED else None  # why, for whoever reviews it
             future = self._writer.end_episode(plan.end, note=note, probe_steps=self.rollout.probe_steps,
                                               unanswered_commands=self._recorder.unanswered)
+            self._recorder.unanswered = 0
             future.add_done_callback(lambda f: self._committed.set())
         self._tick_times.append(time.monotonic() - start)
 
@@ -222,12 +224,13 @@ class OrchestratorNode(Node):
             return f"observation {now - obs.stamp:.1f} s old (a camera or the arm state is stale)"
         return None
 
-    def _call(self, client, then) -> None:
+    def _call(self, client, then):
         if not client.service_is_ready():
             self.get_logger().error(f"{client.srv_name} is not available")
-            return
-        client.call_async(Trigger.Request()).add_done_callback(lambda f: then() if f.result().success else
-                                                                self.get_logger().error(f.result().message))
+            return None
+        future = client.call_async(Trigger.Request())
+        future.add_done_callback(lambda f: then() if f.result().success else self.get_logger().error(f.result().message))
+        return future
 
     # --- the operator's view ---
 

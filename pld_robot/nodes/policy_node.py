@@ -119,7 +119,8 @@ class PolicyNode(Node):
         s = self._broker.status()
         msg = DiagnosticStatus(name="policy", hardware_id=self.config.server_url,
                                level=DiagnosticStatus.OK if s.healthy else DiagnosticStatus.ERROR,
-                               message="ok" if s.healthy else f"no chunk from the policy server: {s.last_error}")
+                               message="ok" if s.healthy else
+                               f"no chunk from the policy server: {s.last_error or 'waiting for the first one'}")
         msg.values = [KeyValue(key=k, value=str(v)) for k, v in
                       (("chunks_received", s.chunks_received), ("starved_ticks", s.starved_ticks),
                        ("errors", s.errors), ("last_rtt_ms", s.last_rtt_ms), ("version", self.spec.version))]

@@ -8,6 +8,7 @@ and counted.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import numpy as np
@@ -30,13 +31,14 @@ class StepRecorder:
         self._record_answered(self._patience, 0.0)
 
     def flush(self, wait_s: float = 1.0) -> None:
-        """Record every waiting step (the episode is ending); waits up to `wait_s` for each answer."""
+        """Record every waiting step (the episode is ending), waiting up to `wait_s` in all for answers."""
         self._record_answered(0, wait_s)
 
     def _record_answered(self, patience: int, wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
         while self._waiting:
             stamp, step = self._waiting[0]
-            executed = self._tap.executed(stamp, timeout=wait_s)
+            executed = self._tap.executed(stamp, timeout=max(0.0, deadline - time.monotonic()))
             if executed is None and len(self._waiting) <= patience:
                 return
             self._waiting.popleft()
