@@ -18,6 +18,7 @@ class StatusLine(Node):
         self._live = out.isatty()
         self._lock = threading.Lock()
         self.status: dict | None = None
+        self._reported = 0  # episodes whose line is printed
         self.create_subscription(String, "/pld/episode/status", self._on_status, 10)
 
     @property
@@ -28,13 +29,14 @@ class StatusLine(Node):
     def _on_status(self, msg: String) -> None:
         status = json.loads(msg.data)
         with self._lock:
-            before, self.status = self.status, status
-        if before is not None:
-            for outcome, count in status["outcomes"].items():
-                if count > before["outcomes"][outcome]:
-                    self._print(f"episode {sum(status['outcomes'].values())}: {outcome}  after {before['step']} "
-                                f"steps (probe prefix {before['probe_steps']})  success rate "
-                                f"{100 * status['success_rate']:.0f}%", final=True)
+            self.status = status
+        done = sum(status["outcomes"].values())
+        if done > self._reported and status["last_episode"]:  # the episode's own line, once
+            self._reported = done
+            last = status["last_episode"]
+            self._print(f"episode {done}: {last['outcome']}  after {last['steps']} steps "
+                        f"(probe prefix {last['probe_steps']})  success rate {100 * status['success_rate']:.0f}%",
+                        final=True)
         if self._live:
             fault = f"  FAULT: {status['fault']}" if status["fault"] else ""
             self._print(f"[{status['mode']}] episode {status['episode']} {status['state']:<17} step {status['step']:>4}"
