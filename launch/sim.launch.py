@@ -1,4 +1,8 @@
-"""The sim lab graph: `ros2 launch pld_robot sim.launch.py [config:=/path/to/sim.yaml]`."""
+"""The sim lab graph: `ros2 launch pld_robot sim.launch.py [config:=/path/to/sim.yaml]`.
+
+policy_node asks http://127.0.0.1:8000 for its spec at start, so serve the policy first:
+`pld-robot serve-policy --backend scripted --config config/policies/scripted.yaml` (`pld-robot sim`
+does both, on a free port)."""
 
 from pld_robot.nodes.launch_graph import launch_description
 
