@@ -73,6 +73,7 @@ def test_success_needs_k_ticks_over_the_threshold():
     plan = r.tick(inputs(success_prob=0.7))
     assert plan.end is Outcome.SUCCESS and plan.command is not None, "the last step is still executed"
     assert r.session.outcomes["success"] == 1 and r.session.success_rate == 1.0
+    assert r.session.last == {"outcome": "success", "steps": 6, "probe_steps": 0}
 
 
 @pytest.mark.parametrize("event, outcome", [(Event.SUCCESS, Outcome.SUCCESS), (Event.FAILURE, Outcome.FAILURE),

@@ -78,6 +78,7 @@ class Session:
     outcomes: dict[str, int] = field(default_factory=lambda: {o.value: 0 for o in Outcome})
     starved_ticks: int = 0
     human_steps: int = 0
+    last: dict | None = None  # how the last episode ended: outcome, steps, probe_steps
 
     @property
     def episodes(self) -> int:
@@ -164,6 +165,7 @@ class Rollout:
         return Plan(end=outcome, message=message)
 
     def _finish(self, outcome: Outcome) -> None:
+        self.session.last = {"outcome": outcome.value, "steps": self.step, "probe_steps": self.probe_steps}
         self.session.outcomes[outcome.value] += 1
         self.state = State.COMMITTING
 

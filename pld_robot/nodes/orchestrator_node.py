@@ -93,7 +93,6 @@ class OrchestratorNode(Node):
         self._gripper = 0.0
         self._committed = threading.Event()
         self._homing = None  # the /arm/home call in flight
-        self._last: dict | None = None  # how the last episode ended
         self._tick_times: list[float] = []
         self._command = self.create_publisher(JointTrajectory, "/arm/command", 10)
         self._status_pub = self.create_publisher(String, "/pld/episode/status", 10)
@@ -211,7 +210,6 @@ class OrchestratorNode(Node):
             future = self._writer.end_episode(plan.end, note=note, probe_steps=self.rollout.probe_steps,
                                               unanswered_commands=self._recorder.unanswered)
             self._recorder.unanswered = 0
-            self._last = {"outcome": plan.end.value, "steps": self.rollout.step, "probe_steps": self.rollout.probe_steps}
             future.add_done_callback(lambda f: self._committed.set())
         self._tick_times.append(time.monotonic() - start)
 
@@ -244,7 +242,7 @@ class OrchestratorNode(Node):
                   "success_rate": round(r.session.success_rate, 3), "outcomes": r.session.outcomes,
                   "fault": r.fault, "tick_ms_p50": round(float(np.percentile(ticks, 50)), 2),
                   "tick_ms_max": round(float(ticks.max()), 2), "starved_ticks": r.session.starved_ticks,
-                  "dropped_frames": self._writer.stats.dropped_frames, "last_episode": self._last}
+                  "dropped_frames": self._writer.stats.dropped_frames, "last_episode": r.session.last}
         self._status_pub.publish(String(data=json.dumps(status)))
 
     def summary(self) -> str:
