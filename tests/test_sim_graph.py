@@ -21,7 +21,7 @@ from pld_robot.data import EpisodeReader, Source, validate
 from pld_robot.nodes.action_msgs import chunk_to_msg
 from pld_robot.nodes.arm_node import ESTOP_QOS
 from pld_robot.nodes.runner import GraphRunner
-from pld_robot.nodes.scripted_pickup import ScriptedPickUpNode
+from scripted_pickup import ScriptedPickUpNode
 from pld_robot.paths import shipped_config
 from pld_robot.robots.action_spec import ActionSpec
 from waiting import wait_for

@@ -1,7 +1,6 @@
-"""Drives the scripted pick-up expert through the ROS graph: it sees the arm only through
-/arm/ee_pose and commands it only through /arm/command, as a policy would; the cube pose comes from
-the sim's ground truth (/sim/cube_pose). With an EpisodeWriter it records every step: camera frames,
-state, the expert's action and what the arm executed, and a success label from the ground truth."""
+"""Drives the scripted pick-up expert through the lab graph, for the graph tests: it sees the arm
+only through /arm/ee_pose and commands it only through /arm/command, as a policy would; the cube pose
+comes from the sim's ground truth (/sim/cube_pose)."""
 
 from __future__ import annotations
 
@@ -15,15 +14,10 @@ from rclpy.node import Node
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from pld_robot.data import EpisodeInfo, EpisodeWriter, Outcome, Source
 from pld_robot.nodes.action_msgs import chunk_to_msg, msg_to_pose
 from pld_robot.nodes.image_msgs import from_time
-from pld_robot.nodes.observation import ObservationTap
-from pld_robot.nodes.step_recorder import StepRecorder
 from pld_robot.robots.action_spec import ActionSpec
 from pld_robot.sim.expert import PickUpExpert
-
-EXECUTED_PATIENCE_TICKS = 5  # how long a step waits for the arm's /arm/executed answer before it is recorded
 
 
 @dataclass(frozen=True)
@@ -33,19 +27,12 @@ class EpisodeResult:
     duration_s: float
     steps: int
     cube_height: float
-    recorded_as: int | None = None  # episode index in the store
 
 
 class ScriptedPickUpNode(Node):
-    def __init__(self, spec: ActionSpec, lift_height: float, cube_size: float,
-                 writer: EpisodeWriter | None = None, prompt: str = "pick up the cube",
-                 node_name: str = "scripted_pickup"):
+    def __init__(self, spec: ActionSpec, lift_height: float, cube_size: float, node_name: str = "scripted_pickup"):
         super().__init__(node_name)
         self.spec = spec
-        self.writer = writer
-        self.prompt = prompt
-        self._tap = ObservationTap(self, list(writer.schema.cameras) if writer else [], spec.names,
-                                   [n for n, c in writer.schema.cameras.items() if c.depth] if writer else [])
         self._lift_height = lift_height
         self._cube_size = cube_size
         self._ee: tuple[float, np.ndarray, np.ndarray] | None = None
@@ -81,7 +68,6 @@ class ScriptedPickUpNode(Node):
         return result.message
 
     def wait_for_inputs(self, timeout: float = 20.0) -> None:
-        self._tap.wait_ready(timeout)
         deadline = time.monotonic() + timeout
         while self._ee is None or self._cube is None:
             if time.monotonic() > deadline:
@@ -93,44 +79,20 @@ class ScriptedPickUpNode(Node):
         self.call(self._reset)
         time.sleep(0.2)  # a fresh cube pose reaches us
         expert = PickUpExpert(self.spec)
-        if self.writer:
-            self.writer.begin_episode(EpisodeInfo(prompt=self.prompt, mode="base", policy_version="scripted-expert",
-                                                  extra={"sim_episode": index}))
         start = time.monotonic()
         steps = 0
-        recorder = StepRecorder(self._tap, self.writer, EXECUTED_PATIENCE_TICKS) if self.writer else None
         for steps in range(1, max_steps + 1):
-            tick = time.monotonic()
-            obs = self._tap.latest()
             with self._lock:
                 (_, ee_position, ee_quaternion), (cube_position, cube_quaternion) = self._ee, self._cube
             action = expert.act(ee_position, ee_quaternion, cube_position, cube_quaternion)
-            msg = chunk_to_msg(action, self.spec.names, self.spec.control_hz, time.time())
-            self._command.publish(msg)
-            if recorder:
-                recorder.add(from_time(msg.header.stamp), {
-                    **obs.frames, "state": obs.state, "base_action": action, "source": Source.PROBE,
-                    "success_label": self._lifted(cube_position), "timestamp": obs.stamp,
-                    "loop_latency": time.monotonic() - tick})
+            self._command.publish(chunk_to_msg(action, self.spec.names, self.spec.control_hz, time.time()))
             if expert.phase == "done":
                 break
             time.sleep(max(0.0, start + steps * self.spec.period - time.monotonic()))
-        if recorder:
-            recorder.flush()
         duration = time.monotonic() - start
         self.call(self._hold)  # the episode is over: stop on purpose rather than by the watchdog
         time.sleep(0.3)  # let the cube settle in the hand before judging
         with self._lock:
             cube_position = self._cube[0]
-        lifted = self._lifted(cube_position)
-        recorded = None
-        if recorder:
-            if recorder.unanswered:
-                self.get_logger().warning(f"{recorder.unanswered} command(s) had no /arm/executed answer; "
-                                          "recorded as zero motion")
-            recorded = self.writer.end_episode(Outcome.SUCCESS if lifted else Outcome.FAILURE,
-                                               unanswered_commands=recorder.unanswered).result(60)
-        return EpisodeResult(index, lifted, duration, steps, float(cube_position[2]), recorded)
-
-    def _lifted(self, cube_position: np.ndarray) -> bool:
-        return bool(cube_position[2] - self._cube_size / 2 > self._lift_height)
+        lifted = bool(cube_position[2] - self._cube_size / 2 > self._lift_height)
+        return EpisodeResult(index, lifted, duration, steps, float(cube_position[2]))
