@@ -153,7 +153,8 @@ class OrchestratorNode(Node):
 
     def _on_arm_status(self, msg: DiagnosticStatus) -> None:
         with self._lock:
-            self._arm_problem = f"arm: {msg.message}" if msg.level >= DiagnosticStatus.ERROR else None
+            self._arm_problem = (f"arm: {msg.message} (clear it: ros2 service call /arm/recover std_srvs/srv/Trigger)"
+                                 if msg.level >= DiagnosticStatus.ERROR else None)
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data:

@@ -1,7 +1,8 @@
 """sim_operator: the person at the robot, simulated, so the rollout loop runs unattended in the sim lab.
 
 When the orchestrator waits for a reset, it puts a fresh random cube on the table (/sim/reset_cube)
-and presses START (/pld/teleop/event), and it presses START again once a fault has cleared; and it plays the success signal the reward classifier will give
+and presses START (/pld/teleop/event); after an arm fault it calls /arm/recover, and once a fault has
+cleared it presses START again; and it plays the success signal the reward classifier will give
 on a real robot: /pld/reward/success_prob and /pld/success_label from the ground truth (the cube's
 bottom above `lift_height`).
 """
@@ -40,6 +41,8 @@ class SimOperator(Node):
         self._label = self.create_publisher(Bool, "/pld/success_label", 10)
         self._event = self.create_publisher(String, "/pld/teleop/event", 10)
         self._reset = self.create_client(Trigger, "/sim/reset_cube")
+        self._recover = self.create_client(Trigger, "/arm/recover")
+        self._last_recover = -1e9
         self.create_subscription(PoseStamped, "/sim/cube_pose", self._on_cube, 10)
         self.create_subscription(String, "/pld/episode/status", self._on_status, 10)
         self.create_timer(1.0 / self.config.rate_hz, self._publish)
@@ -51,6 +54,10 @@ class SimOperator(Node):
         status = json.loads(msg.data)
         if status["state"] == "faulted" and status["fault"] is None and self._press_at is None:
             self._press_at = time.monotonic()  # the fault is gone: resume, as the person would
+        fault = status["fault"] or ""
+        if fault.startswith("arm:") and time.monotonic() - self._last_recover > 2.0 and self._recover.service_is_ready():
+            self._last_recover = time.monotonic()  # a reflex or a refused motion: recover, as the person would
+            self._recover.call_async(Trigger.Request())
         if status["state"] != "waiting_for_reset":
             self._resetting = False
             return
