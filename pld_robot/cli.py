@@ -14,23 +14,23 @@ from pld_robot.data import episodes_cli
 from pld_robot.policy import serve_cli
 
 
-DEFAULT_SIM_STORE = "pld_data/sim_pick_cube.zarr"
-
-
 def _sim(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
+    from pld_robot.config import load_node_params
     from pld_robot.nodes.runner import GraphRunner
     from pld_robot.nodes.status_line import StatusLine
     from pld_robot.paths import shipped_config
     from pld_robot.policy.server_process import PolicyServerProcess
 
     config = args.config or shipped_config("sim.yaml")
-    print(f"pld-robot sim: {args.episodes} {args.mode} episode(s), config {config}, recording into {args.store}",
-          flush=True)
-    overrides = {"orchestrator_node": {"mode": args.mode, "store": args.store, "max_steps": args.max_steps}}
+    given = {"mode": args.mode, "store": args.store, "max_steps": args.max_steps}
+    overrides = {"orchestrator_node": {k: v for k, v in given.items() if v is not None}}
+    rollout = {**load_node_params(config, "orchestrator_node"), **overrides["orchestrator_node"]}
+    print(f"pld-robot sim: {args.episodes} {rollout['mode']} episode(s), config {config}, "
+          f"recording into {rollout['store']}", flush=True)
     with contextlib.ExitStack() as stack:
         exclude = ()
-        if args.mode == "teleop":
+        if rollout["mode"] == "teleop":
             exclude = ("policy_node",)  # the person acts: no base policy
         else:
             server = stack.enter_context(PolicyServerProcess("scripted", config=args.policy_config or
@@ -56,14 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("sim", help="the whole PLD graph against the sim lab, with a simulated operator")
-    sim.add_argument("--mode", choices=["base", "hybrid", "residual", "teleop"], default="base",
-                     help="who acts (default base: the scripted, imperfect base policy)")
+    sim.add_argument("--mode", choices=["base", "hybrid", "residual", "teleop"],
+                     help="who acts (default: the config's orchestrator_node.mode, base in the shipped one)")
     sim.add_argument("--episodes", type=int, default=3, help="number of episodes (default 3)")
-    sim.add_argument("--max-steps", type=int, default=200, help="step limit per episode (default 200)")
+    sim.add_argument("--max-steps", type=int, help="step limit per episode (default: the config's, 200)")
     sim.add_argument("--config", help="graph YAML (default: the shipped config/sim.yaml)")
     sim.add_argument("--policy-config", help="scripted policy YAML (default: config/policies/scripted.yaml)")
-    sim.add_argument("--store", default=DEFAULT_SIM_STORE,
-                     help=f"episode store to record into, created if missing (default {DEFAULT_SIM_STORE})")
+    sim.add_argument("--store", help="episode store to record into, created if missing "
+                                     "(default: the config's, pld_data/sim_pick_cube.zarr)")
     sim.set_defaults(func=_sim)
     episodes_cli.add_parser(sub)
     serve_cli.add_parser(sub)

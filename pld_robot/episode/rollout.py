@@ -68,7 +68,6 @@ class Plan:
     begin: bool = False  # begin a new episode in the store (probe_steps says its probe prefix)
     command: np.ndarray | None = None  # send to the arm, and record the step
     source: Source = Source.PROBE
-    starved: bool = False
     end: Outcome | None = None  # stop the arm and commit the episode as this
     message: str | None = None  # for the operator (status line / log), when something changed
 
@@ -102,8 +101,7 @@ class Rollout:
         self._over_threshold = 0
 
     def tick(self, inputs: TickInputs) -> Plan:
-        if inputs.fault != self.fault:
-            self.fault = inputs.fault
+        self.fault = inputs.fault
         if self.state is State.RUNNING:
             return self._running(inputs)
         if self.fault is not None and self.state is not State.COMMITTING:
@@ -150,7 +148,7 @@ class Rollout:
         self.session.starved_ticks += starved
         self.session.human_steps += source is Source.HUMAN
         self.step += 1
-        plan = Plan(command=action, source=source, starved=starved)
+        plan = Plan(command=action, source=source)
         self._over_threshold = self._over_threshold + 1 if inputs.success_prob >= self.config.success_threshold else 0
         if self._over_threshold >= self.config.success_ticks:
             plan.end, plan.message = Outcome.SUCCESS, "success"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 import time
 from dataclasses import dataclass, field
 
@@ -93,7 +94,7 @@ class OrchestratorNode(Node):
         self._gripper = 0.0
         self._committed = threading.Event()
         self._homing = None  # the /arm/home call in flight
-        self._tick_times: list[float] = []
+        self._tick_times: deque[float] = deque(maxlen=100)  # the last ticks' durations, for the status
         self._command = self.create_publisher(JointTrajectory, "/arm/command", 10)
         self._status_pub = self.create_publisher(String, "/pld/episode/status", 10)
         subs = MutuallyExclusiveCallbackGroup()
@@ -199,9 +200,10 @@ class OrchestratorNode(Node):
             msg = chunk_to_msg(plan.command[None], self.config.action_names, self.config.control_hz, now)
             self._command.publish(msg)
             self._gripper = float(plan.command[-1] >= 0.5)
-            self._recorder.add(from_time(msg.header.stamp), {
-                **obs.frames, "state": obs.state, "base_action": base if base is not None else hold,
-                "teleop_action": teleop if teleop is not None else hold * 0, "source": plan.source,
+            absent = np.zeros_like(hold)  # a component that did not act this tick is recorded as 0
+            self._recorder.add(from_time(msg.header.stamp), plan.command, {
+                **obs.frames, "state": obs.state, "base_action": base if base is not None else absent,
+                "teleop_action": teleop if teleop is not None else absent, "source": plan.source,
                 "success_prob": success_prob, "success_label": label, "timestamp": obs.stamp,
                 "loop_latency": time.monotonic() - start})
         if plan.end is not None:
@@ -237,7 +239,7 @@ class OrchestratorNode(Node):
 
     def _publish_status(self) -> None:
         r = self.rollout
-        ticks = np.array(self._tick_times[-100:]) * 1e3 if self._tick_times else np.zeros(1)
+        ticks = np.array(list(self._tick_times)) * 1e3 if self._tick_times else np.zeros(1)  # list(): one C call
         status = {"episode": r.session.episodes + (r.state is State.RUNNING), "state": r.state.value,
                   "step": r.step, "mode": self.mode.value, "probe_steps": r.probe_steps,
                   "success_rate": round(r.session.success_rate, 3), "outcomes": r.session.outcomes,

@@ -22,12 +22,12 @@ class StepRecorder:
         self._tap = tap
         self._writer = writer
         self._patience = patience
-        self._waiting: deque[tuple[float, dict]] = deque()
+        self._waiting: deque[tuple[float, np.ndarray, dict]] = deque()
         self.unanswered = 0
 
-    def add(self, stamp: float, step: dict) -> None:
-        """`step` is everything but `action`; `stamp` is the command's header stamp."""
-        self._waiting.append((stamp, step))
+    def add(self, stamp: float, command: np.ndarray, step: dict) -> None:
+        """`command` as sent, stamped `stamp` (its header stamp); `step` is everything else to record."""
+        self._waiting.append((stamp, command, step))
         self._record_answered(self._patience, 0.0)
 
     def flush(self, wait_s: float = 1.0) -> None:
@@ -37,14 +37,13 @@ class StepRecorder:
     def _record_answered(self, patience: int, wait_s: float) -> None:
         deadline = time.monotonic() + wait_s
         while self._waiting:
-            stamp, step = self._waiting[0]
+            stamp, command, step = self._waiting[0]
             executed = self._tap.executed(stamp, timeout=max(0.0, deadline - time.monotonic()))
             if executed is None and len(self._waiting) <= patience:
                 return
             self._waiting.popleft()
             if executed is None:
                 self.unanswered += 1
-                commanded = step.get("base_action", step.get("teleop_action"))
-                executed = np.zeros(len(commanded), dtype=np.float32)
-                executed[-1] = commanded[-1]
+                executed = np.zeros(len(command), dtype=np.float32)
+                executed[-1] = command[-1]
             self._writer.add_step({**step, "action": executed})
