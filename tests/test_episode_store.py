@@ -162,12 +162,28 @@ def test_bad_steps_name_the_problem_and_keep_the_episode(tmp_path):
                            ({**good, "action": [0, np.nan, 0, 0]}, "action is not finite"),
                            ({**good, "front_rgb": good["front_rgb"].astype(np.float32)}, "front_rgb has dtype"),
                            ({k: v for k, v in good.items() if k != "wrist_rgb"}, "'wrist_rgb' missing"),
-                           ({**good, "velocity": 1.0}, r"unknown key\(s\) \['velocity'\]")]:
+                           ({**good, "velocity": 1.0}, r"unknown key\(s\) \['velocity'\]"),
+                           ({**good, "dropped": 1}, r"unknown key\(s\) \['dropped'\]")]:
             with pytest.raises(StoreError, match=match):
                 writer.add_step(bad)
         writer.add_step(good)
         assert writer.end_episode("success").result(10) == 0
     assert EpisodeReader(store).info(0).length == 1
+
+
+def test_a_caller_reusing_its_buffers_does_not_change_what_is_recorded(tmp_path):
+    store = tmp_path / "reuse.zarr"
+    step = make_step(0, 0)
+    with EpisodeWriter.open(store, SCHEMA, config=FAST) as writer:
+        writer.begin_episode(EpisodeInfo())
+        frame, state = step["front_rgb"].copy(), step["state"].copy()
+        writer.add_step({**step, "front_rgb": frame, "state": state})
+        frame[:] = 0  # a camera driver filling the same buffer with its next frame
+        state[:] = 0
+        writer.end_episode("success").result(10)
+    got = EpisodeReader(store).step(0, 0, ["front_rgb", "state"])
+    np.testing.assert_array_equal(got["front_rgb"], step["front_rgb"])
+    np.testing.assert_array_equal(got["state"], step["state"])
 
 
 def test_when_the_disk_falls_behind_frames_are_dropped_counted_and_marked(tmp_path):

@@ -137,22 +137,23 @@ class EpisodeWriter:
         self._check_alive()
         if not self._recording:
             raise StoreError("add_step outside an episode: call begin_episode first")
-        unknown = set(step) - set(self._specs) - {"dropped"}
+        allowed = set(self._specs) - {"dropped"}  # the writer's own record of what it dropped
+        unknown = set(step) - allowed
         if unknown:
-            raise StoreError(f"add_step: unknown key(s) {sorted(unknown)}; the store has {sorted(self._specs)}")
+            raise StoreError(f"add_step: unknown key(s) {sorted(unknown)}; the store takes {sorted(allowed)}")
         frames = {}
         for key in self._image_keys:
             if key not in step:
                 raise StoreError(f"add_step: camera frame {key!r} missing")
-            frames[key] = _checked(key, step[key], self._specs[key], copy=True)
+            frames[key] = _checked(key, step[key], self._specs[key], copy=False)
         lowdim = {k: _checked(k, v, self._specs[k], copy=True) for k, v in step.items() if k not in frames}
         size = sum(f.nbytes for f in frames.values())
         with self._count_lock:
             room = self._queued_bytes + size <= self.config.max_queued_mb * 1e6
             if room:
                 self._queued_bytes += size
-        if not room:
-            frames = {}  # the disk is behind: drop this step's frames, keep the step
+        # the caller may reuse its buffers: keep copies, and copy only what will be written
+        frames = {k: f.copy() for k, f in frames.items()} if room else {}  # no room: the step without frames
         self._queue.put((lowdim, frames))
 
     def end_episode(self, outcome: Outcome | str, *, note: str | None = None, **extra) -> Future:
