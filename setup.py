@@ -67,6 +67,7 @@ setup(
         (os.path.join('share', package_name, 'launch'), sorted(glob('launch/*.launch.py'))),
         (os.path.join('share', package_name, 'config'), sorted(glob('config/*.yaml') + glob('config/*.xml'))),
         (os.path.join('share', package_name, 'config', 'policies'), sorted(glob('config/policies/*.yaml'))),
+        (os.path.join('share', package_name, 'config', 'reward'), sorted(glob('config/reward/*.yaml'))),
     ],
     install_requires=[
         'numpy',
@@ -107,6 +108,7 @@ setup(
             'policy_node = pld_robot.nodes.policy_node:main',
             'orchestrator_node = pld_robot.nodes.orchestrator_node:main',
             'sim_operator = pld_robot.nodes.sim_operator:main',
+            'reward_node = pld_robot.nodes.reward_node:main',
         ],
     },
 )

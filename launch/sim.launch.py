@@ -2,10 +2,11 @@
 
 policy_node asks http://127.0.0.1:8000 for its spec at start, so serve the policy first:
 `pld-robot serve-policy --backend scripted --config config/policies/scripted.yaml` (`pld-robot sim`
-does both, on a free port)."""
+does both, on a free port). The success classifier (reward_node) is left out unless `exclude:=""`;
+then set sim_operator.play_reward to false, so that only the classifier declares success."""
 
 from pld_robot.nodes.launch_graph import launch_description
 
 
 def generate_launch_description():
-    return launch_description("sim.yaml")
+    return launch_description("sim.yaml", exclude="reward_node")

@@ -12,6 +12,7 @@ import time
 from pld_robot.config import ConfigError
 from pld_robot.data import episodes_cli
 from pld_robot.policy import serve_cli
+from pld_robot.reward import cli as reward_cli
 
 
 def _sim(args: argparse.Namespace) -> int:
@@ -25,19 +26,25 @@ def _sim(args: argparse.Namespace) -> int:
     config = args.config or shipped_config("sim.yaml")
     given = {"mode": args.mode, "store": args.store, "max_steps": args.max_steps}
     overrides = {"orchestrator_node": {k: v for k, v in given.items() if v is not None}}
+    exclude = ("reward_node",)
+    if args.reward is not None:  # the classifier judges success; the simulated person only labels frames
+        exclude = ()
+        overrides["sim_operator"] = {"play_reward": False}
+        if args.reward:
+            overrides["reward_node"] = {"checkpoints": [args.reward]}
     rollout = {**load_node_params(config, "orchestrator_node"), **overrides["orchestrator_node"]}
     print(f"pld-robot sim: {args.episodes} {rollout['mode']} episode(s), config {config}, "
           f"recording into {rollout['store']}", flush=True)
     with contextlib.ExitStack() as stack:
-        exclude = ()
         if rollout["mode"] == "teleop":
-            exclude = ("policy_node",)  # the person acts: no base policy
+            exclude += ("policy_node",)  # the person acts: no base policy
         else:
             server = stack.enter_context(PolicyServerProcess("scripted", config=args.policy_config or
                                                              shipped_config("policies/scripted.yaml")))
             overrides["policy_node"] = {"server_url": server.url}
             print(f"scripted base policy served at {server.url}", flush=True)
-        graph = stack.enter_context(GraphRunner(config, overrides=overrides, exclude=exclude))
+        graph = stack.enter_context(GraphRunner(config, overrides=overrides, exclude=exclude,
+                                                processes=("sim_node", "reward_node")))
         status = graph.add_node(StatusLine())
         try:
             while status.episodes_done < args.episodes:
@@ -64,9 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--policy-config", help="scripted policy YAML (default: config/policies/scripted.yaml)")
     sim.add_argument("--store", help="episode store to record into, created if missing "
                                      "(default: the config's, pld_data/sim_pick_cube.zarr)")
+    sim.add_argument("--reward", nargs="?", const="", metavar="CHECKPOINT",
+                     help="end episodes by the success classifier (reward_node) instead of the ground truth; "
+                          "CHECKPOINT defaults to the config's reward_node.checkpoints")
     sim.set_defaults(func=_sim)
     episodes_cli.add_parser(sub)
     serve_cli.add_parser(sub)
+    reward_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

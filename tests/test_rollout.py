@@ -66,14 +66,32 @@ def test_hybrid_episode_probes_then_hands_over_and_times_out():
     assert r.state is State.HOMING and r.tick(inputs()).home
 
 
-def test_success_needs_k_ticks_over_the_threshold():
-    r = running(RolloutConfig(success_ticks=3, success_threshold=0.5))
-    probs = [0.9, 0.9, 0.1, 0.9, 0.9]
-    assert all(r.tick(inputs(success_prob=p)).end is None for p in probs)
-    plan = r.tick(inputs(success_prob=0.7))
-    assert plan.end is Outcome.SUCCESS and plan.command is not None, "the last step is still executed"
+def test_the_reward_declaring_success_ends_the_episode():
+    r = running(RolloutConfig())
+    assert [r.tick(inputs()).end for _ in range(5)] == [None] * 5
+    plan = r.tick(inputs(events=(Event.REWARD_SUCCESS,)))
+    assert plan.end is Outcome.SUCCESS and plan.message == "success"
     assert r.session.outcomes["success"] == 1 and r.session.success_rate == 1.0
-    assert r.session.last == {"outcome": "success", "steps": 6, "probe_steps": 0}
+    assert r.session.last == {"outcome": "success", "steps": 5, "probe_steps": 0}
+
+
+def test_a_multi_stage_task_succeeds_after_its_last_stage():
+    r = running(RolloutConfig(stages=3))
+    assert r.stage == 0 and r.stage_starts == [0]
+    for _ in range(4):
+        r.tick(inputs())
+    plan = r.tick(inputs(events=(Event.REWARD_SUCCESS,)))
+    assert plan.end is None and plan.command is not None, "the episode goes on into the next stage"
+    assert plan.stage == 1 and r.stage_starts == [0, 4] and "stage 1 of 3 done" in plan.message
+    for _ in range(3):
+        assert r.tick(inputs()).stage is None, "the stage is announced once, when it changes"
+    assert r.tick(inputs(events=(Event.REWARD_SUCCESS,))).stage == 2
+    assert r.stage_starts == [0, 4, 8]
+    plan = r.tick(inputs(events=(Event.REWARD_SUCCESS,)))
+    assert plan.end is Outcome.SUCCESS and "stage 3 of 3" in plan.message
+    r.committed()
+    r.homed()
+    assert r.tick(inputs(events=(Event.START,))).stage == 0 and r.stage_starts == [0], "the next episode starts over"
 
 
 @pytest.mark.parametrize("event, outcome", [(Event.SUCCESS, Outcome.SUCCESS), (Event.FAILURE, Outcome.FAILURE),

@@ -28,7 +28,8 @@ class State(str, enum.Enum):
 
 class Event(str, enum.Enum):
     START = "start"  # the scene is reset (the gamepad's START, or the resume service)
-    SUCCESS = "success"
+    SUCCESS = "success"  # the operator: the task is done
+    REWARD_SUCCESS = "reward_success"  # the reward classifier: the current stage is done
     FAILURE = "failure"
     ESTOP = "estop"
 
@@ -38,15 +39,14 @@ class RolloutConfig:
     mode: Mode = Mode.BASE
     max_steps: int = 200  # T
     alpha: float = 0.6  # hybrid: the base probes alone for T_base ~ U[0, alpha T] steps
-    success_threshold: float = 0.5
-    success_ticks: int = 3  # success_prob over the threshold this many ticks in a row ends the episode
+    stages: int = 1  # a multi-stage task succeeds when the reward has declared each stage done in turn
     seed: int = 0
 
     def __post_init__(self):
-        if self.max_steps < 1 or self.success_ticks < 1:
-            raise ValueError("max_steps and success_ticks must be at least 1")
-        if not 0.0 <= self.alpha <= 1.0 or not 0.0 < self.success_threshold <= 1.0:
-            raise ValueError("alpha must be in [0, 1] and success_threshold in (0, 1]")
+        if self.max_steps < 1 or self.stages < 1:
+            raise ValueError("max_steps and stages must be at least 1")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError("alpha must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,6 @@ class TickInputs:
     residual: np.ndarray | None
     teleop: np.ndarray | None  # the person's action while the dead-man is held
     hold: np.ndarray  # zero motion, gripper as last executed
-    success_prob: float = 0.0
     events: tuple[Event, ...] = ()
     fault: str | None = None  # what is wrong right now, None when all is well
 
@@ -68,6 +67,7 @@ class Plan:
     begin: bool = False  # begin a new episode in the store (probe_steps says its probe prefix)
     command: np.ndarray | None = None  # send to the arm, and record the step
     source: Source = Source.PROBE
+    stage: int | None = None  # the stage now running, when it changed (the reward node switches classifier)
     end: Outcome | None = None  # stop the arm and commit the episode as this
     message: str | None = None  # for the operator (status line / log), when something changed
 
@@ -98,7 +98,8 @@ class Rollout:
         self.fault: str | None = None
         self._rng = np.random.default_rng(config.seed)
         self._homing_requested = False
-        self._over_threshold = 0
+        self.stage = 0
+        self.stage_starts: list[int] = [0]  # the step at which each stage began, this episode
 
     def tick(self, inputs: TickInputs) -> Plan:
         self.fault = inputs.fault
@@ -129,9 +130,9 @@ class Rollout:
 
     def _begin(self) -> Plan:
         c = self.config
-        self.state, self.step, self._over_threshold = State.RUNNING, 0, 0
+        self.state, self.step, self.stage, self.stage_starts = State.RUNNING, 0, 0, [0]
         self.probe_steps = sample_probe_steps(self._rng, c.alpha, c.max_steps) if c.mode is Mode.HYBRID else 0
-        return Plan(begin=True, message=f"episode {self.session.episodes + 1} running ({c.mode.value})")
+        return Plan(begin=True, stage=0, message=f"episode {self.session.episodes + 1} running ({c.mode.value})")
 
     def _running(self, inputs: TickInputs) -> Plan:
         if self.fault is not None:
@@ -143,16 +144,20 @@ class Rollout:
             return self._end(Outcome.FAILURE, "failure (operator)")
         if Event.SUCCESS in inputs.events:
             return self._end(Outcome.SUCCESS, "success (operator)")
+        if Event.REWARD_SUCCESS in inputs.events and self.stage == self.config.stages - 1:
+            return self._end(Outcome.SUCCESS, "success" if self.config.stages == 1 else
+                             f"success: stage {self.stage + 1} of {self.config.stages} done")
         action, source, starved = compose(self.config.mode, self.step, self.probe_steps, inputs.base,
                                           inputs.residual, inputs.teleop, inputs.hold)
         self.session.starved_ticks += starved
         self.session.human_steps += source is Source.HUMAN
         self.step += 1
         plan = Plan(command=action, source=source)
-        self._over_threshold = self._over_threshold + 1 if inputs.success_prob >= self.config.success_threshold else 0
-        if self._over_threshold >= self.config.success_ticks:
-            plan.end, plan.message = Outcome.SUCCESS, "success"
-        elif self.step >= self.config.max_steps:
+        if Event.REWARD_SUCCESS in inputs.events:  # a stage before the last: the next one runs from here
+            self.stage += 1
+            self.stage_starts.append(self.step - 1)
+            plan.stage, plan.message = self.stage, f"stage {self.stage} of {self.config.stages} done"
+        if self.step >= self.config.max_steps:
             plan.end, plan.message = Outcome.TIMEOUT, f"timeout after {self.step} steps"
         if plan.end is not None:
             self._finish(plan.end)

@@ -14,7 +14,6 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
@@ -23,12 +22,13 @@ from trajectory_msgs.msg import JointTrajectory
 from pld_robot.nodes.action_msgs import chunk_to_msg, joint_state_msg, msg_to_chunk, pose_to_msg
 from pld_robot.nodes.image_msgs import from_time
 from pld_robot.nodes.params import node_config
+from pld_robot.nodes.qos import LATCHED
 from pld_robot.nodes.spin import run_node
 from pld_robot.robots.arm import ArmFault
 from pld_robot.robots.franka import FrankaArm, FrankaConfig
 from pld_robot.robots.safety import EStopEngaged, UnsafeCommand
 
-ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+ESTOP_QOS = LATCHED
 
 
 @dataclass(frozen=True)

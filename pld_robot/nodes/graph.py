@@ -24,6 +24,7 @@ EXECUTABLES = {
     "policy_node": ("pld_robot.nodes.policy_node", "PolicyNode", "PolicyNodeConfig"),
     "orchestrator_node": ("pld_robot.nodes.orchestrator_node", "OrchestratorNode", "OrchestratorConfig"),
     "sim_operator": ("pld_robot.nodes.sim_operator", "SimOperator", "SimOperatorConfig"),
+    "reward_node": ("pld_robot.nodes.reward_node", "RewardNode", "RewardNodeConfig"),
 }
 
 

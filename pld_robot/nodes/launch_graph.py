@@ -15,18 +15,21 @@ from pld_robot.nodes.graph import graph_from_config
 
 def _nodes(context):
     config = LaunchConfiguration("config").perform(context)
+    exclude = {name.strip() for name in LaunchConfiguration("exclude").perform(context).split(",") if name.strip()}
     return [
         Node(package="pld_robot", executable=spec.executable, name=spec.name,
              parameters=[config], remappings=list(spec.remappings), output="screen")
-        for spec in graph_from_config(config)
+        for spec in graph_from_config(config) if spec.name not in exclude
     ]
 
 
-def launch_description(default_config: str) -> LaunchDescription:
+def launch_description(default_config: str, exclude: str = "") -> LaunchDescription:
     share = get_package_share_directory("pld_robot")
     actions = [
         DeclareLaunchArgument("config", default_value=os.path.join(share, "config", default_config),
                               description="robot YAML"),
+        DeclareLaunchArgument("exclude", default_value=exclude,
+                              description="comma-separated node (section) names of the YAML not to start"),
         OpaqueFunction(function=_nodes),
     ]
     if "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:  # big SHM segment for images: fastdds.xml

@@ -3,9 +3,12 @@ gathers the latest inputs, lets the Rollout state machine decide, sends the comm
 step exactly as it was executed.
 
 In:  /pld/base/chunk, /pld/base/status (policy_node); /pld/teleop/action, /pld/teleop/intervening,
-     /pld/teleop/event (teleop_node, or a simulated operator); /pld/reward/success_prob (Float32),
-     /pld/success_label (Bool); /arm/status, /arm/estop, /arm/executed and the observation topics
-Out: /arm/command; /pld/episode/status (String, JSON: episode, state, step, mode, success rate, timing)
+     /pld/teleop/event (teleop_node, or a simulated operator); /pld/reward/success (Header: the reward
+     node declared stage `frame_id` done, on frames captured at `stamp`), /pld/reward/success_prob
+     (Float32, recorded); /pld/success_label (Bool); /arm/status, /arm/estop, /arm/executed and the
+     observation topics
+Out: /arm/command; /pld/episode/status (String, JSON: episode, state, step, mode, success rate, timing);
+     /pld/reward/stage (Int32, latched: the stage now running, for the reward node)
 Services: /pld/orchestrator/resume (Trigger: the same as pressing START)
 Calls: /arm/home, /arm/hold
 """
@@ -22,7 +25,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from std_msgs.msg import Bool, Float32, String
+from std_msgs.msg import Bool, Float32, Header, Int32, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -34,10 +37,13 @@ from pld_robot.nodes.arm_node import ESTOP_QOS
 from pld_robot.nodes.image_msgs import from_time
 from pld_robot.nodes.observation import EE_STATE_NAMES, ObservationTap
 from pld_robot.nodes.params import node_config
+from pld_robot.nodes.qos import LATCHED
 from pld_robot.nodes.spin import run_node
 from pld_robot.nodes.step_recorder import StepRecorder
 from pld_robot.policy.broker import Chunk, select_action
+from pld_robot.reward.labels import STAGE_STARTS_KEY
 from pld_robot.robots.action_spec import FRANKA_EE_DELTA_NAMES
+
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,7 @@ class OrchestratorConfig:
     mode: str = "base"  # base / residual / hybrid / teleop
     max_steps: int = 200
     alpha: float = 0.6
-    success_threshold: float = 0.5
-    success_ticks: int = 3
+    stages: int = 1  # of the task; one reward classifier per stage
     seed: int = 0
     control_hz: float = 10.0  # the arm's action rate
     action_names: tuple[str, ...] = FRANKA_EE_DELTA_NAMES
@@ -60,8 +65,7 @@ class OrchestratorConfig:
 
     def rollout(self) -> RolloutConfig:
         return RolloutConfig(mode=Mode(self.mode), max_steps=self.max_steps, alpha=self.alpha,
-                             success_threshold=self.success_threshold, success_ticks=self.success_ticks,
-                             seed=self.seed)
+                             stages=self.stages, seed=self.seed)
 
     def __post_init__(self):
         self.rollout()  # validates the rollout fields
@@ -91,12 +95,14 @@ class OrchestratorNode(Node):
         self._events: list[Event] = []
         self._success_prob = 0.0
         self._success_label = False
+        self._episode_start: float | None = None  # wall clock: a success declared on older frames is stale
         self._gripper = 0.0
         self._committed = threading.Event()
         self._homing = None  # the /arm/home call in flight
         self._tick_times: deque[float] = deque(maxlen=100)  # the last ticks' durations, for the status
         self._command = self.create_publisher(JointTrajectory, "/arm/command", 10)
         self._status_pub = self.create_publisher(String, "/pld/episode/status", 10)
+        self._stage_pub = self.create_publisher(Int32, "/pld/reward/stage", LATCHED)
         subs = MutuallyExclusiveCallbackGroup()
         for msg_type, topic, callback, qos in (
                 (JointTrajectory, "/pld/base/chunk", self._on_chunk, 10),
@@ -104,6 +110,7 @@ class OrchestratorNode(Node):
                 (JointTrajectory, "/pld/teleop/action", self._on_teleop, 10),
                 (Bool, "/pld/teleop/intervening", self._on_intervening, 10),
                 (String, "/pld/teleop/event", self._on_event, 10),
+                (Header, "/pld/reward/success", self._on_reward_success, 10),
                 (Float32, "/pld/reward/success_prob", self._on_success_prob, 10),
                 (Bool, "/pld/success_label", self._on_success_label, 10),
                 (DiagnosticStatus, "/arm/status", self._on_arm_status, 10),
@@ -143,6 +150,13 @@ class OrchestratorNode(Node):
             return  # intervene_start / intervene_end: carried by /pld/teleop/intervening
         with self._lock:
             self._events.append(event)
+
+    def _on_reward_success(self, msg: Header) -> None:
+        with self._lock:
+            current = self._episode_start is not None and from_time(msg.stamp) >= self._episode_start \
+                and msg.frame_id == str(self.rollout.stage)
+            if current:
+                self._events.append(Event.REWARD_SUCCESS)
 
     def _on_success_prob(self, msg: Float32) -> None:
         with self._lock:
@@ -187,12 +201,16 @@ class OrchestratorNode(Node):
         hold = np.zeros(len(self.config.action_names), dtype=np.float32)
         hold[-1] = self._gripper
         plan = self.rollout.tick(TickInputs(base=base, residual=None, teleop=teleop, hold=hold,
-                                            success_prob=success_prob, events=events, fault=fault))
+                                            events=events, fault=fault))
         if plan.message:
             self.get_logger().info(plan.message)
         if plan.home and (self._homing is None or self._homing.done()):  # one home motion at a time
             self._homing = self._call(self._home, self.rollout.homed)
+        if plan.stage is not None:
+            self._stage_pub.publish(Int32(data=plan.stage))
         if plan.begin:
+            with self._lock:
+                self._episode_start = now
             self._writer.begin_episode(EpisodeInfo(prompt=self.config.prompt, mode=self.mode.value,
                                                    policy_version=self._policy_version,
                                                    extra={"probe_steps": self.rollout.probe_steps}))
@@ -207,11 +225,14 @@ class OrchestratorNode(Node):
                 "success_prob": success_prob, "success_label": label, "timestamp": obs.stamp,
                 "loop_latency": time.monotonic() - start})
         if plan.end is not None:
+            with self._lock:
+                self._episode_start = None
             self._call(self._hold, lambda: None)
             self._recorder.flush(wait_s=0.3)
             note = plan.message if plan.end is Outcome.ABORTED else None  # why, for whoever reviews it
             future = self._writer.end_episode(plan.end, note=note, probe_steps=self.rollout.probe_steps,
-                                              unanswered_commands=self._recorder.unanswered)
+                                              unanswered_commands=self._recorder.unanswered,
+                                              **{STAGE_STARTS_KEY: list(self.rollout.stage_starts)})
             self._recorder.unanswered = 0
             future.add_done_callback(lambda f: self._committed.set())
         self._tick_times.append(time.monotonic() - start)
