@@ -7,7 +7,11 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+import yaml
 
 from pld_robot.config import ConfigError
 from pld_robot.data import episodes_cli
@@ -17,7 +21,7 @@ from pld_robot.reward import cli as reward_cli
 
 def _sim(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
-    from pld_robot.config import load_node_params
+    from pld_robot.config import load_node_params, load_yaml
     from pld_robot.nodes.runner import GraphRunner
     from pld_robot.nodes.status_line import StatusLine
     from pld_robot.paths import shipped_config
@@ -32,6 +36,10 @@ def _sim(args: argparse.Namespace) -> int:
         overrides["sim_operator"] = {"play_reward": False}
         if args.reward:
             overrides["reward_node"] = {"checkpoints": [args.reward]}
+    policy_config = Path(args.policy_config or shipped_config("policies/scripted.yaml"))
+    if args.seed is not None:  # new cube poses and new policy imperfections, not a replay of seed 0
+        overrides["sim_node"] = {"lab": {"seed": args.seed}}
+        overrides["orchestrator_node"]["seed"] = args.seed
     rollout = {**load_node_params(config, "orchestrator_node"), **overrides["orchestrator_node"]}
     print(f"pld-robot sim: {args.episodes} {rollout['mode']} episode(s), config {config}, "
           f"recording into {rollout['store']}", flush=True)
@@ -39,8 +47,11 @@ def _sim(args: argparse.Namespace) -> int:
         if rollout["mode"] == "teleop":
             exclude += ("policy_node",)  # the person acts: no base policy
         else:
-            server = stack.enter_context(PolicyServerProcess("scripted", config=args.policy_config or
-                                                             shipped_config("policies/scripted.yaml")))
+            if args.seed is not None:
+                seeded = Path(stack.enter_context(tempfile.TemporaryDirectory())) / policy_config.name
+                seeded.write_text(yaml.safe_dump({**load_yaml(policy_config), "seed": args.seed}))
+                policy_config = seeded
+            server = stack.enter_context(PolicyServerProcess("scripted", config=policy_config))
             overrides["policy_node"] = {"server_url": server.url}
             print(f"scripted base policy served at {server.url}", flush=True)
         graph = stack.enter_context(GraphRunner(config, overrides=overrides, exclude=exclude,
@@ -71,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--policy-config", help="scripted policy YAML (default: config/policies/scripted.yaml)")
     sim.add_argument("--store", help="episode store to record into, created if missing "
                                      "(default: the config's, pld_data/sim_pick_cube.zarr)")
+    sim.add_argument("--seed", type=int, help="seed of the cube poses, the scripted policy and the probe prefixes "
+                                              "(default: the configs', 0)")
     sim.add_argument("--reward", nargs="?", const="", metavar="CHECKPOINT",
                      help="end episodes by the success classifier (reward_node) instead of the ground truth; "
                           "CHECKPOINT defaults to the config's reward_node.checkpoints")

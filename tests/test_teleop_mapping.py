@@ -149,3 +149,14 @@ def test_bad_configs_say_what_is_wrong(mapping, complaint):
     with pytest.raises(ConfigError) as info:
         from_dict(TeleopConfig, mapping, where="teleop_node.mapping")
     assert complaint in str(info.value)
+
+
+def test_the_success_label_is_true_exactly_while_its_button_is_held():
+    mapper = JoyMapper(TeleopConfig())
+    buttons = [0] * 15
+    assert not mapper.update([0.0] * 6, buttons, 0.0).success_label
+    buttons[3] = 1  # Y
+    held = [mapper.update([0.0] * 6, buttons, t).success_label for t in (0.1, 0.2)]
+    assert held == [True, True], "a held label, not an edge"
+    assert mapper.update([0.0] * 6, buttons, 0.3).events == (), "holding it is no episode event"
+    assert not mapper.release(0.4).success_label, "an unplugged pad labels nothing"

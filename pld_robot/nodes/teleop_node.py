@@ -5,6 +5,7 @@ Input is `/joy` from the ROS joy package (`source: joy`) or the gamepad read her
   /pld/teleop/action       JointTrajectory, only while the dead-man is held
   /pld/teleop/event        String: intervene_start, intervene_end, success, failure, start, estop
   /pld/teleop/intervening  Bool, on every update
+  /pld/success_label       Bool, on every update: the success-label button (Y) is held
   /arm/estop               Bool true, latched (transient local) so a late arm still sees it
 It listens to `/arm/command` (the executed action) to take over with the gripper as the arm has it.
 """
@@ -80,6 +81,7 @@ class TeleopNode(Node):
         self._action_pub = self.create_publisher(JointTrajectory, "/pld/teleop/action", 10)
         self._event_pub = self.create_publisher(String, "/pld/teleop/event", reliable)
         self._intervening_pub = self.create_publisher(Bool, "/pld/teleop/intervening", 10)
+        self._label_pub = self.create_publisher(Bool, "/pld/success_label", 10)
         self._estop_pub = self.create_publisher(Bool, "/arm/estop", latched)
         self.create_subscription(JointTrajectory, "/arm/command", self._on_arm_command, 10)
 
@@ -184,6 +186,7 @@ class TeleopNode(Node):
                 )
             )
         self._intervening_pub.publish(Bool(data=output.deadman))
+        self._label_pub.publish(Bool(data=output.success_label))
 
     def _now(self) -> Time:
         return self.get_clock().now().to_msg()

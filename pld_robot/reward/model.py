@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 @dataclass(frozen=True)
 class RewardModelConfig:
-    cameras: tuple[str, ...] = ("front",)  # store / topic camera names, in this order
+    cameras: tuple[str, ...] = ("front", "wrist")  # store / topic camera names, in this order
     image_size: int = 128  # frames are resized (with antialiasing) to this square size
     encoder: str = "cnn"  # cnn (from scratch) or pretrained (frozen, from pretrained_path)
     pretrained_path: str = ""  # a local Hugging Face folder, for encoder: pretrained

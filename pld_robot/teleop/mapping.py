@@ -83,6 +83,7 @@ class TeleopConfig:
     failure_button: int = 2  # X
     start_button: int = 6  # START
     estop_button: int = 1  # B
+    success_label_button: int = 3  # Y, hold: the task is visibly done now (per-frame success label)
 
     def __post_init__(self):
         if not 0.0 <= self.deadzone < 1.0:
@@ -110,6 +111,7 @@ class TeleopConfig:
             "failure_button": self.failure_button,
             "start_button": self.start_button,
             "estop_button": self.estop_button,
+            "success_label_button": self.success_label_button,
         }
 
 
@@ -119,6 +121,7 @@ class TeleopOutput:
     deadman: bool
     events: tuple[TeleopEvent, ...]
     stamp: float
+    success_label: bool = False  # the success-label button is held
 
 
 class JoyMapper:
@@ -174,8 +177,9 @@ class JoyMapper:
         )
         events += [event for event, button in labels if button in rose]
 
+        label = pressed.get(cfg.success_label_button, False)
         if not deadman:
-            return TeleopOutput(None, False, tuple(events), stamp)
+            return TeleopOutput(None, False, tuple(events), stamp, label)
         # Toggling only counts under the dead-man: otherwise it would change nothing visible now
         # and surprise the operator at the next takeover.
         if cfg.gripper_button in rose:
@@ -188,7 +192,7 @@ class JoyMapper:
                 [self._gripper],
             ]
         )
-        return TeleopOutput(action, True, tuple(events), stamp)
+        return TeleopOutput(action, True, tuple(events), stamp, label)
 
     def _dimension(self, binding: Binding, axes: np.ndarray, pressed: dict[int, bool]) -> float:
         dz = self.config.deadzone
