@@ -40,7 +40,7 @@ ROS_WHEELS = [
     'ros-diagnostic-msgs',
 ]
 
-TEST = ['pytest', 'pytest-timeout']
+TEST = ['pytest', 'pytest-timeout', 'stable-baselines3']
 
 # colcon from pip, for building ros2_ws (and its test) where no system colcon exists.
 COLCON = [
@@ -90,6 +90,9 @@ setup(
         'msgpack',
         'websockets',
         'httpx',
+        'gymnasium',
+        'peft',
+        'python-can',
     ],
     extras_require={
         'sim': ['franky-sim'],

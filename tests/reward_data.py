@@ -45,3 +45,17 @@ def write_store(path: Path, episodes: int, length: int = 24, seed: int = 0, labe
             extra = {} if stage_split is None else {"stage_starts": [0, stage_split]}
             writer.end_episode("success" if success else "timeout", **extra).result(30)
     return path
+
+
+def write_endings(path: Path, episodes: list[tuple[list[int], str]]) -> Path:
+    """Episodes with these per-frame labels and outcomes, 10 steps per second."""
+    rng = np.random.default_rng(0)
+    with EpisodeWriter.open(path, SCHEMA, config=WriterConfig(sync_on_commit=False)) as writer:
+        for labels, outcome in episodes:
+            writer.begin_episode(EpisodeInfo(mode="base"))
+            for t, label in enumerate(labels):
+                image = frame(rng, 20, 5)
+                writer.add_step({"front_rgb": image, "wrist_rgb": image, "success_label": np.uint8(label),
+                                 "timestamp": np.float64(1000.0 + t / 10)})
+            writer.end_episode(outcome).result(30)
+    return path

@@ -18,12 +18,13 @@ from pld_robot.reward.checkpoint import (RewardCheckpointError, load_reward_chec
                                          save_reward_checkpoint)
 from pld_robot.reward.cli import load_training_config
 from pld_robot.reward.detector import SuccessDetector
+from pld_robot.reward.evaluate import episode_endings, summarize
 from pld_robot.reward.labels import LabelConfig, episode_labels, split_episodes
 from pld_robot.reward.metrics import choose_threshold, precision_recall_curve
 from pld_robot.reward.model import RewardClassifier, RewardModelConfig, frames_to_input
 from pld_robot.reward.serving import StagedClassifier
 from pld_robot.reward.train import OptimConfig, RewardTrainingConfig, train_reward
-from reward_data import SIZE, frame, write_store
+from reward_data import SIZE, frame, write_endings, write_store
 
 SMALL = RewardModelConfig(cameras=("front",), image_size=32, channels=(8, 16, 16), hidden=32)
 
@@ -100,6 +101,10 @@ def test_labels_come_from_the_held_button_or_the_last_frames_of_a_success(tmp_pa
     unlabelled = write_store(tmp_path / "buttons.zarr", episodes=4, label=False)
     tails = episode_labels(EpisodeReader(unlabelled), 0, LabelConfig(outcome_tail=2))
     assert [list(np.flatnonzero(e.labels)) for e in tails] == [[22, 23], [], [22, 23], []]
+    first = labelled[0]
+    change = int(np.argmax(first.labels))
+    assert list(np.flatnonzero(first.ambiguous)) == [change - 1, change], "one frame each side of the change"
+    assert not labelled[1].ambiguous.any(), "an episode without a change has no ambiguous frame"
     train, val = split_episodes(labelled, LabelConfig(val_fraction=0.3))
     assert not {e.episode for e in train} & {e.episode for e in val}, "held out by episode"
     assert any(e.has_positive for e in val) and any(not e.has_positive for e in val)
@@ -235,3 +240,23 @@ def test_train_reward_command(tmp_path, store, capsys):
 
 def test_the_shipped_training_config_is_the_documented_default():
     assert load_training_config(None) == RewardTrainingConfig()
+
+
+def test_endings_are_judged_against_the_labels(tmp_path):
+    off, on = [0] * 20, [1] * 5
+    store = write_endings(tmp_path / "endings.zarr", [
+        (off + [1] * 4, "success"),          # declared 0.3 s after the true success
+        (off + [1] * 15, "success"),         # 1.4 s: late
+        (off, "success"),                    # never true: a false success
+        (off + [1] * 12, "timeout"),         # ran 1.1 s past the true success: missed
+        (off + on, "timeout"),               # the step limit came 0.4 s after it: cut off, not missed
+        (off, "timeout"),                    # a failure, rightly not a success
+    ])
+    endings = episode_endings(EpisodeReader(store))
+    assert [e.true_success_step for e in endings] == [20, 20, None, 20, 20, None]
+    assert endings[0].delay_s == pytest.approx(0.3) and endings[1].delay_s == pytest.approx(1.4)
+    summary = summarize(endings, max_delay_s=1.0)
+    assert (summary["correct_successes"], summary["late_successes"], summary["false_successes"],
+            summary["missed_successes"], summary["cut_off_successes"]) == (2, 1, 1, 1, 1)
+    assert not summary["all_ended_in_time"]
+    assert summarize(endings[:1] + endings[4:], 1.0)["all_ended_in_time"]

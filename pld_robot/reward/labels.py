@@ -7,6 +7,11 @@ multi-stage task, stage i's classifier learns from the frames recorded while sta
 (`stage_starts` in the episode's metadata; an episode without it is all stage 0).
 
 Splits are by episode, so no held-out frame has a near-twin from the same episode in training.
+
+The frames next to a change of label are ambiguous: a button is never pressed on the exact frame, and
+the sim's ground truth flips at a height the camera cannot resolve to the centimetre. They are left
+out of training and of the choice of threshold (`ambiguous_frames` on each side of a change), and
+kept in the reported scores.
 """
 
 from __future__ import annotations
@@ -28,14 +33,15 @@ STAGE_STARTS_KEY = "stage_starts"  # in EpisodeInfo.extra: the step at which eac
 class LabelConfig:
     stage_index: int = 0  # the stage whose frames are used (0 for a single-stage task)
     outcome_tail: int = 1  # success episodes without held labels: this many last frames are positive
+    ambiguous_frames: int = 1  # frames this close to a change of label are not learned from
     outcomes: tuple[str, ...] = ("success", "failure", "timeout", "aborted")  # episodes used
     val_fraction: float = 0.2
     max_negative_ratio: float = 8.0  # training keeps at most this many negatives per positive
     seed: int = 0
 
     def __post_init__(self):
-        if self.stage_index < 0 or self.outcome_tail < 0:
-            raise ValueError("labels: stage_index and outcome_tail must be >= 0")
+        if self.stage_index < 0 or self.outcome_tail < 0 or self.ambiguous_frames < 0:
+            raise ValueError("labels: stage_index, outcome_tail and ambiguous_frames must be >= 0")
         if not 0.0 < self.val_fraction < 1.0 or self.max_negative_ratio <= 0:
             raise ValueError("labels: val_fraction must be in (0, 1) and max_negative_ratio positive")
         unknown = set(self.outcomes) - {o.value for o in Outcome}
@@ -49,6 +55,7 @@ class LabelledFrames:
 
     frames: dict[str, np.ndarray]
     labels: np.ndarray  # (N,) uint8
+    ambiguous: np.ndarray  # (N,) bool: next to a change of label
     store: np.ndarray  # (N,) index into the list of stores
     episode: np.ndarray  # (N,)
     step: np.ndarray  # (N,)
@@ -62,7 +69,7 @@ class LabelledFrames:
 
     def subset(self, index: np.ndarray) -> "LabelledFrames":
         return LabelledFrames({k: v[index] for k, v in self.frames.items()}, self.labels[index],
-                              self.store[index], self.episode[index], self.step[index])
+                              self.ambiguous[index], self.store[index], self.episode[index], self.step[index])
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class EpisodeLabels:
     episode: int
     start: int  # first step of the chosen stage in the episode
     labels: np.ndarray
+    ambiguous: np.ndarray  # bool, per label
 
     @property
     def has_positive(self) -> bool:
@@ -94,8 +102,16 @@ def episode_labels(reader: EpisodeReader, store: int, config: LabelConfig) -> li
                 config.stage_index == len(stage_starts) - 1:
             labels[-config.outcome_tail:] = 1
         if len(labels):
-            out.append(EpisodeLabels(store, episode, first, labels))
+            out.append(EpisodeLabels(store, episode, first, labels, _near_changes(labels, config.ambiguous_frames)))
     return out
+
+
+def _near_changes(labels: np.ndarray, n: int) -> np.ndarray:
+    """True within n frames of a change of label, on either side."""
+    near = np.zeros(len(labels), bool)
+    for change in np.flatnonzero(np.diff(labels.astype(np.int8))) + 1:  # first frame of the new label
+        near[max(change - n, 0): change + n] = True
+    return near
 
 
 def split_episodes(episodes: Sequence[EpisodeLabels], config: LabelConfig) -> tuple[list, list]:
@@ -116,7 +132,7 @@ def load_frames(readers: Sequence[EpisodeReader], episodes: Sequence[EpisodeLabe
                 keep: np.ndarray | None = None, desc: str = "frames", progress: bool = True) -> LabelledFrames:
     """Read the frames of `episodes` (only the steps where `keep`, a mask over their concatenated steps)."""
     frames = {c: [] for c in cameras}
-    labels, stores, eps, steps = [], [], [], []
+    labels, ambiguous, stores, eps, steps = [], [], [], [], []
     offset = 0
     for e in tqdm(episodes, desc=f"reading {desc}", unit="episode", leave=False, disable=None if progress else True):
         mask = np.ones(len(e.labels), bool) if keep is None else keep[offset: offset + len(e.labels)]
@@ -130,22 +146,25 @@ def load_frames(readers: Sequence[EpisodeReader], episodes: Sequence[EpisodeLabe
             block = reader.array(rgb_key(camera))[begin + e.start: begin + e.start + len(e.labels)]
             frames[camera].append(block[rows])
         labels.append(e.labels[rows])
+        ambiguous.append(e.ambiguous[rows])
         stores.append(np.full(len(rows), e.store))
         eps.append(np.full(len(rows), e.episode))
         steps.append(rows + e.start)
     if not labels:
         raise ValueError("no frames to read")
     return LabelledFrames({c: np.concatenate(v) for c, v in frames.items()}, np.concatenate(labels),
-                          np.concatenate(stores), np.concatenate(eps), np.concatenate(steps))
+                          np.concatenate(ambiguous), np.concatenate(stores), np.concatenate(eps), np.concatenate(steps))
 
 
 def balance_mask(episodes: Sequence[EpisodeLabels], max_negative_ratio: float, seed: int) -> np.ndarray:
-    """Keep every positive and a uniform sample of at most `ratio` negatives per positive (frames of a
-    fixed camera at control rate are near-duplicates; this bounds memory without losing variety)."""
+    """Keep every unambiguous positive and a uniform sample of at most `ratio` unambiguous negatives per
+    positive (frames of a fixed camera at control rate are near-duplicates; this bounds memory without
+    losing variety)."""
     labels = np.concatenate([e.labels for e in episodes]) if episodes else np.zeros(0, np.uint8)
-    keep = labels.astype(bool)
-    negatives = np.flatnonzero(~keep)
-    budget = int(max(labels.sum(), 1) * max_negative_ratio)
+    clear = ~np.concatenate([e.ambiguous for e in episodes]) if episodes else np.zeros(0, bool)
+    keep = labels.astype(bool) & clear
+    negatives = np.flatnonzero(~labels.astype(bool) & clear)
+    budget = int(max(keep.sum(), 1) * max_negative_ratio)
     chosen = negatives if len(negatives) <= budget else \
         np.random.default_rng(seed).choice(negatives, budget, replace=False)
     keep[chosen] = True

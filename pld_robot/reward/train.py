@@ -72,15 +72,19 @@ def train_reward(stores: Sequence[str | Path], out: str | Path, config: RewardTr
     model = RewardClassifier(c.model)
     losses = _fit(model, train, c, progress)
     probs = predict_frames(model, val)
-    threshold, reached = choose_threshold(val.labels, probs, c.optim.target_precision, c.optim.min_threshold)
+    clear = ~val.ambiguous
+    threshold, reached = choose_threshold(val.labels[clear], probs[clear], c.optim.target_precision,
+                                          c.optim.min_threshold)
     metrics = {
         "stores": [str(s) for s in stores],
         "episodes": {"train": len(train_eps), "held_out": len(val_eps)},
         "frames": {"train": len(train), "train_positive": train.positives,
-                   "held_out": len(val), "held_out_positive": val.positives},
+                   "held_out": len(val), "held_out_positive": val.positives,
+                   "held_out_ambiguous": int(val.ambiguous.sum())},
         "threshold": round(threshold, 4), "target_precision": c.optim.target_precision,
         "target_precision_reached": reached,
         "held_out": scores(val.labels, probs, threshold).as_dict(),
+        "held_out_unambiguous": scores(val.labels[clear], probs[clear], threshold).as_dict(),
         "held_out_at_0.5": scores(val.labels, probs, 0.5).as_dict(),
         "average_precision": round(average_precision(val.labels, probs), 4),
         "final_train_loss": round(float(np.mean(losses[-50:])), 4),
