@@ -53,8 +53,7 @@ def main() -> None:
             model.predict(frames)
             times.append((time.perf_counter() - start) * 1e3)
     result = {"bench": "reward", "reps": args.reps, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-              "model": {"encoder": base.encoder, "channels": list(base.channels),
-                        "parameters": sum(p.numel() for p in next(iter(cases.values()))[0].parameters())},
+              "model": {"encoder": base.encoder, "channels": list(base.channels)},
               "latency_ms": {}}
     print(f"{'case':28s} {'p50 ms':>8s} {'p99 ms':>8s}", file=sys.stderr)
     for name, (_, _, _, times) in cases.items():

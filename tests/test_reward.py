@@ -101,6 +101,7 @@ def test_labels_come_from_the_held_button_or_the_last_frames_of_a_success(tmp_pa
     unlabelled = write_store(tmp_path / "buttons.zarr", episodes=4, label=False)
     tails = episode_labels(EpisodeReader(unlabelled), 0, LabelConfig(outcome_tail=2))
     assert [list(np.flatnonzero(e.labels)) for e in tails] == [[22, 23], [], [22, 23], []]
+    assert not any(e.ambiguous.any() for e in tails), "the tail rule's positives are not ambiguous"
     first = labelled[0]
     change = int(np.argmax(first.labels))
     assert list(np.flatnonzero(first.ambiguous)) == [change - 1, change], "one frame each side of the change"
@@ -251,12 +252,14 @@ def test_endings_are_judged_against_the_labels(tmp_path):
         (off + [1] * 12, "timeout"),         # ran 1.1 s past the true success: missed
         (off + on, "timeout"),               # the step limit came 0.4 s after it: cut off, not missed
         (off, "timeout"),                    # a failure, rightly not a success
+        (off + [1, 0] + off + [1] * 3, "success"),  # up for one frame, slipped: the later lift counts
     ])
-    endings = episode_endings(EpisodeReader(store))
-    assert [e.true_success_step for e in endings] == [20, 20, None, 20, 20, None]
+    endings = episode_endings(EpisodeReader(store), min_run=3)
+    assert [e.true_success_step for e in endings] == [20, 20, None, 20, 20, None, 42]
     assert endings[0].delay_s == pytest.approx(0.3) and endings[1].delay_s == pytest.approx(1.4)
     summary = summarize(endings, max_delay_s=1.0)
     assert (summary["correct_successes"], summary["late_successes"], summary["false_successes"],
-            summary["missed_successes"], summary["cut_off_successes"]) == (2, 1, 1, 1, 1)
+            summary["missed_successes"], summary["cut_off_successes"]) == (3, 1, 1, 1, 1)
     assert not summary["all_ended_in_time"]
     assert summarize(endings[:1] + endings[4:], 1.0)["all_ended_in_time"]
+    assert endings[6].delay_s == pytest.approx(0.2)

@@ -1,9 +1,11 @@
 """How well the success signal ended episodes, judged against per-frame labels (a person holding the
 button, or the sim lab's ground truth) recorded beside it.
 
-For each episode: the true success is the first labelled frame; an episode that ended as `success`
-is a correct ending if its last frame is labelled (the task was done when it stopped), and its delay
-is the time from the true success to the last frame. An episode labelled at some point that did not
+For each episode: the true success is the first frame of the first run of `min_run` labelled frames
+in a row (or of a run the episode's end cut short): a cube that is up for one frame and then slips
+was never a success. An episode that ended as `success` is a correct ending if its last frame is
+labelled (the task was done when it stopped), and its delay is the time from the true success to the
+last frame. An episode labelled at some point that did not
 end as a success is a missed success, unless it stopped (step limit, fault) less than `max_delay_s`
 after its true success: then the signal had no fair chance, and it is counted as cut off.
 """
@@ -40,17 +42,25 @@ class Ending:
             and self.after_true_success_s < max_delay_s
 
 
-def episode_endings(reader: EpisodeReader, episodes: list[int] | None = None) -> list[Ending]:
+def episode_endings(reader: EpisodeReader, episodes: list[int] | None = None, min_run: int = 3) -> list[Ending]:
     endings = []
     for episode in range(reader.num_episodes) if episodes is None else episodes:
         data = reader.episode(episode, ("success_label", "timestamp"))
         labels, stamps = data["success_label"].astype(bool), data["timestamp"]
-        first = int(np.argmax(labels)) if labels.any() else None
+        first = _first_lasting_run(labels, min_run)
         outcome = reader.info(episode).outcome
         after = float(stamps[-1] - stamps[first]) if first is not None else None
         delay = after if outcome == Outcome.SUCCESS.value and first is not None and labels[-1] else None
         endings.append(Ending(episode, outcome, len(labels), first, delay, after))
     return endings
+
+
+def _first_lasting_run(labels: np.ndarray, min_run: int) -> int | None:
+    edges = np.diff(np.r_[0, labels.astype(np.int8), 0])
+    for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        if end - start >= min_run or end == len(labels):
+            return int(start)
+    return None
 
 
 def summarize(endings: list[Ending], max_delay_s: float) -> dict:

@@ -98,11 +98,12 @@ def episode_labels(reader: EpisodeReader, store: int, config: LabelConfig) -> li
         first = stage_starts[config.stage_index]
         last = stage_starts[config.stage_index + 1] if config.stage_index + 1 < len(stage_starts) else end - begin
         labels = column[begin + first: begin + last].astype(np.uint8)
+        ambiguous = _near_changes(labels, config.ambiguous_frames)  # of what was recorded, not of the tail rule
         if info.outcome == Outcome.SUCCESS.value and not labels.any() and config.outcome_tail and \
                 config.stage_index == len(stage_starts) - 1:
             labels[-config.outcome_tail:] = 1
         if len(labels):
-            out.append(EpisodeLabels(store, episode, first, labels, _near_changes(labels, config.ambiguous_frames)))
+            out.append(EpisodeLabels(store, episode, first, labels, ambiguous))
     return out
 
 
