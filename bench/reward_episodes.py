@@ -17,6 +17,7 @@ then judging new episodes on its own.
 Everything runs in a private DDS domain (231) on the shipped sim config; about 15 s per episode here.
 
     python bench/reward_episodes.py [--train-episodes 30] [--eval-episodes 20] [--keep DIR]
+                                    [--collected STORE]   (skip step 1: train on this store)
       (progress on stderr, one JSON object on stdout)
 """
 
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--train-config", help="train-reward YAML (default: the shipped one)")
     parser.add_argument("--max-delay", type=float, default=1.0, help="seconds from true success to the end")
     parser.add_argument("--keep", help="keep the stores and the checkpoint in this folder")
+    parser.add_argument("--collected", help="train on this store instead of recording a new one (step 1)")
     args = parser.parse_args()
     env = dict(os.environ, ROS_DOMAIN_ID="231", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"))
@@ -66,7 +68,11 @@ def main() -> None:
         work = Path(args.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
         train_store, eval_store, checkpoint = work / "train.zarr", work / "eval.zarr", work / "reward"
-        seconds = {"collect": run(["sim", "--episodes", str(args.train_episodes), "--store", str(train_store)], env)}
+        seconds = {}
+        if args.collected:
+            train_store = Path(args.collected)
+        else:
+            seconds["collect"] = run(["sim", "--episodes", str(args.train_episodes), "--store", str(train_store)], env)
         train = ["train-reward", str(train_store), "--out", str(checkpoint), "--quiet"]
         seconds["train"] = run(train + (["--config", args.train_config] if args.train_config else []), env)
         metrics = json.loads((checkpoint / "metrics.json").read_text())
@@ -76,7 +82,7 @@ def main() -> None:
         summary = summarize(episode_endings(EpisodeReader(eval_store)), args.max_delay)
     result = {
         "bench": "reward_episodes",
-        "train": {"episodes": collected.num_episodes,
+        "train": {"store": str(args.collected or "recorded by this run"), "episodes": collected.num_episodes,
                   "successes": len(collected.select(outcome="success")),
                   "classifier": {k: metrics[k] for k in ("episodes", "frames", "threshold", "held_out",
                                                          "average_precision", "train_seconds")},

@@ -20,7 +20,7 @@ from pld_robot.reward.cli import load_training_config
 from pld_robot.reward.detector import SuccessDetector
 from pld_robot.reward.evaluate import episode_endings, summarize
 from pld_robot.reward.labels import LabelConfig, episode_labels, split_episodes
-from pld_robot.reward.metrics import choose_threshold, precision_recall_curve
+from pld_robot.reward.metrics import choose_threshold, precision_recall_curve, scores
 from pld_robot.reward.model import RewardClassifier, RewardModelConfig, frames_to_input
 from pld_robot.reward.serving import StagedClassifier
 from pld_robot.reward.train import OptimConfig, RewardTrainingConfig, train_reward
@@ -64,9 +64,17 @@ def test_the_threshold_is_the_lowest_that_reaches_the_target_precision():
         predicted = probs >= t
         assert p == pytest.approx((predicted & (labels == 1)).sum() / predicted.sum())
         assert r == pytest.approx((predicted & (labels == 1)).sum() / labels.sum())
-    assert choose_threshold(labels, probs, 1.0, 0.5) == (0.9, True)
-    assert choose_threshold(labels, probs, 0.75, 0.5) == (0.8, True)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    halfway = lambda a, b: 1 / (1 + np.exp(-(logit(a) + logit(b)) / 2))  # noqa: E731
+    for target, qualifying, below in ((1.0, 0.9, 0.85), (0.75, 0.8, 0.6)):
+        threshold, reached = choose_threshold(labels, probs, target, 0.5)
+        assert reached and threshold == pytest.approx(halfway(qualifying, below)) and below < threshold < qualifying
+        same = [(x.true_positives, x.false_positives) for x in (scores(labels, probs, t) for t in (threshold, qualifying))]
+        assert same[0] == same[1], "the same held-out scores as the qualifying score"
     assert choose_threshold(labels, probs, 0.75, 0.85) == (0.85, True), "never below the floor"
+    saturated = np.array([0.99995, 0.9999, 0.9991, 0.02, 0.01])
+    threshold, _ = choose_threshold(np.array([1, 1, 1, 0, 0]), saturated, 0.99, 0.5)
+    assert 0.5 < threshold < 0.9, "a margin below the saturated scores, not the lowest of them"
     with pytest.raises(ValueError, match="no positive frames in the held-out episodes"):
         choose_threshold(np.zeros(3, np.uint8), probs[:3], 0.9, 0.5)
 
@@ -124,7 +132,7 @@ def test_a_stage_learns_from_the_frames_recorded_while_it_ran(tmp_path):
 def test_training_reaches_the_target_precision_and_writes_its_report(trained):
     out, metrics = trained
     held = metrics["held_out"]
-    assert metrics["target_precision_reached"] and held["precision"] >= 0.95
+    assert metrics["target_precision_reached"] and metrics["held_out_unambiguous"]["precision"] >= 0.95
     assert held["accuracy"] >= 0.85 and metrics["average_precision"] >= 0.9, metrics
     assert metrics["episodes"] == {"train": 8, "held_out": 4}
     for name in ("pr_curve.png", "misclassified.png"):

@@ -50,13 +50,26 @@ def average_precision(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def choose_threshold(labels: np.ndarray, probs: np.ndarray, target_precision: float,
                      min_threshold: float) -> tuple[float, bool]:
-    """The lowest threshold (most recall) whose held-out precision reaches the target, never below
-    `min_threshold`; (threshold, reached). If no threshold reaches it, the most precise one, and False."""
+    """The threshold with the most recall whose held-out precision reaches the target, never below
+    `min_threshold`; (threshold, reached). If none reaches it, the most precise one, and False.
+
+    Every threshold between the score that qualifies and the next score below it scores the same on
+    the held-out frames; the midpoint in logit space keeps a margin on both sides. The score itself
+    would not: a well-separated classifier's lowest kept score is often 0.999, and new episodes'
+    success frames scoring 0.998 would then be missed."""
     if not labels.any():
         raise ValueError("no positive frames in the held-out episodes: cannot choose a threshold "
                          "(record more successes, or hold the success button longer)")
     thresholds, precision, _ = precision_recall_curve(labels, probs)
     ok = np.flatnonzero(precision >= target_precision)
-    if len(ok):
-        return max(float(thresholds[ok[-1]]), min_threshold), True
-    return max(float(thresholds[int(np.argmax(precision))]), min_threshold), False
+    reached = len(ok) > 0
+    i = int(ok[-1]) if reached else int(np.argmax(precision))
+    below = float(thresholds[i + 1]) if i + 1 < len(thresholds) else 0.0
+    return max(_between(below, float(thresholds[i])), min_threshold), reached
+
+
+def _between(low: float, high: float) -> float:
+    """The midpoint of (low, high] in logit space, just above low."""
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    low, high = np.clip([low, high], 1e-6, 1 - 1e-6)
+    return float(min(1 / (1 + np.exp(-(logit(low) + logit(high)) / 2)), high))
