@@ -68,6 +68,7 @@ setup(
         (os.path.join('share', package_name, 'config'), sorted(glob('config/*.yaml') + glob('config/*.xml'))),
         (os.path.join('share', package_name, 'config', 'policies'), sorted(glob('config/policies/*.yaml'))),
         (os.path.join('share', package_name, 'config', 'reward'), sorted(glob('config/reward/*.yaml'))),
+        (os.path.join('share', package_name, 'config', 'rl'), sorted(glob('config/rl/*.yaml'))),
     ],
     install_requires=[
         'numpy',
