@@ -68,6 +68,7 @@ class RewardNode(Node):
         self._subscribed: set[str] = set()
         self._frames: dict[str, tuple[float, np.ndarray]] = {}
         self._infer_ms: deque[float] = deque(maxlen=100)
+        self._judged: tuple[float, ...] = ()  # capture stamps of the frames judged last
         self.stale_ticks = 0
         self.late_ticks = 0
         self._prob = self.create_publisher(Float32, "/pld/reward/success_prob", 10)
@@ -112,10 +113,14 @@ class RewardNode(Node):
             self.stale_ticks += 1
             self.classifier.miss_tick()
             return
+        stamps = tuple(s for s, _ in frames.values())
+        if stamps == self._judged:  # no new frame since the last tick: k ticks must be k observations
+            return
+        self._judged = stamps
         prob, declared = self.classifier.judge({c: f for c, (_, f) in frames.items()})
         self._prob.publish(Float32(data=prob))
         if declared:
-            stamp = min(s for s, _ in frames.values())
+            stamp = min(stamps)
             self._success.publish(Header(stamp=to_time(stamp), frame_id=str(self.classifier.stage)))
             self.get_logger().info(f"success (stage {self.classifier.stage}, p={prob:.3f})")
         elapsed = time.monotonic() - start
