@@ -16,7 +16,7 @@ from pld_robot.rl.checkpoint import (RLCheckpointError, export_actor, latest_act
                                      load_latest_actor, save_agent)
 from pld_robot.rl.config import (EncoderConfig, NetworkConfig, ReplayConfig, ResidualScaleConfig,
                                  ResidualSACConfig, SACConfig, load_rl_config)
-from pld_robot.rl.encoders import random_shift
+from pld_robot.reward.augment import random_shift
 from pld_robot.rl.episodes import episode_transitions, route_episode
 from pld_robot.rl.sac import ResidualSAC, td_target
 from pld_robot.robots.action_spec import ActionSpec

@@ -27,14 +27,7 @@ def augment(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator |
     b, n, c, h, w = x.shape
     flat = x.reshape(b * n, c, h, w)
     if config.shift_px:
-        p = config.shift_px
-        padded = F.pad(flat, (p, p, p, p), mode="replicate")
-        dx = torch.randint(0, 2 * p + 1, (b * n,), generator=generator)
-        dy = torch.randint(0, 2 * p + 1, (b * n,), generator=generator)
-        rows = (dy[:, None] + torch.arange(h)[None])[:, :, None].expand(-1, -1, w)
-        cols = (dx[:, None] + torch.arange(w)[None])[:, None, :].expand(-1, h, -1)
-        index = (rows * (w + 2 * p) + cols).reshape(b * n, 1, h * w).expand(-1, c, -1)
-        flat = padded.reshape(b * n, c, -1).gather(2, index).reshape(b * n, c, h, w)
+        flat = random_shift(flat, config.shift_px, generator)
 
     def factor(amount: float) -> torch.Tensor:
         return 1.0 + (torch.rand(b * n, 1, 1, 1, generator=generator) * 2 - 1) * amount
@@ -49,3 +42,15 @@ def augment(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator |
         gray = (0.299 * img[:, :1] + 0.587 * img[:, 1:2] + 0.114 * img[:, 2:3])
         img = (img - gray) * factor(config.saturation) + gray
     return (img.clamp(0, 1) * 2 - 1).reshape(b, n, c, h, w)
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DrQ: pad each (N, C, H, W) image by `pad` (replicating the border) and crop it back at a random
+    offset. Offsets are drawn on the CPU (where `generator` lives) and moved to the images' device."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    dev = images.device
+    rows = (torch.randint(0, 2 * pad + 1, (n, 1), generator=generator) + torch.arange(h)).to(dev)
+    cols = (torch.randint(0, 2 * pad + 1, (n, 1), generator=generator) + torch.arange(w)).to(dev)
+    return padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]

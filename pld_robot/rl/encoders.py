@@ -14,9 +14,9 @@ from typing import Mapping
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from pld_robot.data.layout import rgb_key
+from pld_robot.reward.augment import random_shift
 from pld_robot.reward.model import PretrainedEncoder, SmallCNN, frames_to_input
 from pld_robot.rl.config import EncoderConfig
 
@@ -67,13 +67,3 @@ class ObservationEncoder(nn.Module):
             parts.append(self.trunk(self.backbone(x).reshape(b, -1)))
         return torch.cat(parts, dim=-1)
 
-
-def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
-    """DrQ: pad each (N, C, H, W) image by `pad` (replicating the border) and crop it back at a random offset."""
-    n, c, h, w = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
-    dev = images.device
-    rows = torch.randint(0, 2 * pad + 1, (n, 1), device=dev) + torch.arange(h, device=dev)
-    cols = torch.randint(0, 2 * pad + 1, (n, 1), device=dev) + torch.arange(w, device=dev)
-    return padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
-                  rows[:, None, :, None], cols[:, None, None, :]]
