@@ -263,7 +263,8 @@ def create_store(path: str | Path, schema: StoreSchema, task: str = "") -> zarr.
     meta.create_array("episode_info", shape=(0,), chunks=(256,), dtype=str, overwrite=True)
     # the commit record; -1 is what a torn append reads as (see committed_ends)
     meta.create_array("episode_ends", shape=(0,), chunks=(4096,), dtype="int64", fill_value=-1, overwrite=True)
-    # root attributes last: until they exist this is not a store, and creating it again is safe
-    root.attrs.update({"format": FORMAT, "schema_version": SCHEMA_VERSION, "task": task,
+    # root attributes last: until they exist this is not a store, and creating it again is safe.
+    # put, not update: zarr's update writes zarr.json once per key, so "format" could be seen before "schema"
+    root.attrs.put({"format": FORMAT, "schema_version": SCHEMA_VERSION, "task": task,
                        "schema": schema.to_json()})
     return root
