@@ -113,6 +113,7 @@ setup(
             'orchestrator_node = pld_robot.nodes.orchestrator_node:main',
             'sim_operator = pld_robot.nodes.sim_operator:main',
             'reward_node = pld_robot.nodes.reward_node:main',
+            'residual_node = pld_robot.nodes.residual_node:main',
         ],
     },
 )

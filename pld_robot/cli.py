@@ -17,6 +17,7 @@ from pld_robot.config import ConfigError
 from pld_robot.data import episodes_cli
 from pld_robot.policy import serve_cli
 from pld_robot.reward import cli as reward_cli
+from pld_robot.rl import cli as rl_cli
 
 
 def _sim(args: argparse.Namespace) -> int:
@@ -37,6 +38,8 @@ def _sim(args: argparse.Namespace) -> int:
         if args.reward:
             overrides["reward_node"] = {"checkpoints": [args.reward]}
     policy_config = Path(args.policy_config or shipped_config("policies/scripted.yaml"))
+    if args.actors:
+        overrides["residual_node"] = {"actors_dir": args.actors}
     if args.seed is not None:  # new cube poses and new policy imperfections, not a replay of seed 0
         overrides["sim_node"] = {"lab": {"seed": args.seed}}
         overrides["orchestrator_node"]["seed"] = args.seed
@@ -55,7 +58,7 @@ def _sim(args: argparse.Namespace) -> int:
             overrides["policy_node"] = {"server_url": server.url}
             print(f"scripted base policy served at {server.url}", flush=True)
         graph = stack.enter_context(GraphRunner(config, overrides=overrides, exclude=exclude,
-                                                processes=("sim_node", "reward_node")))
+                                                processes=("sim_node", "reward_node", "residual_node")))
         status = graph.add_node(StatusLine())
         try:
             while status.episodes_done < args.episodes:
@@ -87,10 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--reward", nargs="?", const="", metavar="CHECKPOINT",
                      help="end episodes by the success classifier (reward_node) instead of the ground truth; "
                           "CHECKPOINT defaults to the config's reward_node.checkpoints")
+    sim.add_argument("--actors", metavar="DIR",
+                     help="residual actor folder for --mode residual/hybrid (the learner's --out; "
+                          "default: the config's residual_node.actors_dir)")
     sim.set_defaults(func=_sim)
     episodes_cli.add_parser(sub)
     serve_cli.add_parser(sub)
     reward_cli.add_parser(sub)
+    rl_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -109,7 +109,8 @@ def test_pld_robot_sim_runs_the_whole_graph_and_records_hybrid_episodes(tmp_path
     env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 160)))
     done = subprocess.run(
         [sys.executable, "-m", "pld_robot.cli", "sim", "--episodes", "2", "--mode", "hybrid", "--max-steps", "300",
-         "--config", str(config), "--policy-config", str(exact), "--store", str(store)],
+         "--config", str(config), "--policy-config", str(exact), "--store", str(store),
+         "--actors", str(tmp_path / "actors")],  # none there: the residual node answers with zero
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]

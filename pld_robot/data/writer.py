@@ -69,6 +69,7 @@ class _Stop:
 class _Commit:
     outcome: str
     note: str | None
+    actor_version: int | None
     extra: dict
     future: Future
 
@@ -156,14 +157,16 @@ class EpisodeWriter:
         frames = {k: f.copy() for k, f in frames.items()} if room else {}  # no room: the step without frames
         self._queue.put((lowdim, frames))
 
-    def end_episode(self, outcome: Outcome | str, *, note: str | None = None, **extra) -> Future:
-        """Commit the episode being recorded. The Future resolves to its index once it is on disk."""
+    def end_episode(self, outcome: Outcome | str, *, note: str | None = None, actor_version: int | None = None,
+                    **extra) -> Future:
+        """Commit the episode being recorded. The Future resolves to its index once it is on disk.
+        `note` and `actor_version` (known only once the residual has acted) replace the info's."""
         self._check_alive()
         if not self._recording:
             raise StoreError("end_episode: no episode is being recorded")
         self._recording = False
         future: Future = Future()
-        self._queue.put(_Commit(Outcome(outcome).value, note, extra, future))
+        self._queue.put(_Commit(Outcome(outcome).value, note, actor_version, extra, future))
         return future
 
     def close(self, timeout: float = 60.0) -> None:
@@ -309,6 +312,8 @@ class _EpisodeBuffer:
                        extra={**self.info.extra, **commit.extra})
         if commit.note is not None:
             info = replace(info, operator_note=commit.note)
+        if commit.actor_version is not None:
+            info = replace(info, actor_version=commit.actor_version)
         ends, infos = self._meta["episode_ends"], self._meta["episode_info"]
         index = ends.shape[0]
         infos.resize((index + 1,))

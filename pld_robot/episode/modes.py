@@ -28,6 +28,11 @@ def sample_probe_steps(rng: np.random.Generator, alpha: float, max_steps: int) -
     return int(rng.integers(0, int(alpha * max_steps) + 1))
 
 
+def residual_acts(mode: Mode, step: int, probe_steps: int) -> bool:
+    """Whether base + residual act on `step` (when the person is not driving and the base has an action)."""
+    return mode is Mode.RESIDUAL or (mode is Mode.HYBRID and step >= probe_steps)
+
+
 def compose(mode: Mode, step: int, probe_steps: int, base: np.ndarray | None, residual: np.ndarray | None,
             teleop: np.ndarray | None, hold: np.ndarray) -> tuple[np.ndarray, Source, bool]:
     """The action to send, whose it is, and whether the policy starved (had no action for this tick).
@@ -41,7 +46,7 @@ def compose(mode: Mode, step: int, probe_steps: int, base: np.ndarray | None, re
         return hold, Source.HUMAN, False
     if base is None:
         return hold, Source.PROBE, True
-    if mode is Mode.BASE or (mode is Mode.HYBRID and step < probe_steps):
+    if not residual_acts(mode, step, probe_steps):
         return base, Source.PROBE, False
     correction = residual if residual is not None else np.zeros_like(base)
     return base + correction, Source.RESIDUAL, False

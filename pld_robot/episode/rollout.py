@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pld_robot.data.layout import Outcome, Source
-from pld_robot.episode.modes import Mode, compose, sample_probe_steps
+from pld_robot.episode.modes import Mode, compose, residual_acts, sample_probe_steps
 
 
 class State(str, enum.Enum):
@@ -118,6 +118,12 @@ class Rollout:
         if self.state is State.WAITING_FOR_RESET and Event.START in inputs.events:
             return self._begin()
         return Plan()
+
+    @property
+    def residual_due(self) -> bool:
+        """Whether a running tick now would compose base + residual: the shell fetches the residual
+        only then (never in base mode or the probe prefix)."""
+        return self.state is State.RUNNING and residual_acts(self.config.mode, self.step, self.probe_steps)
 
     def homed(self) -> None:
         if self.state is State.HOMING:

@@ -4,7 +4,8 @@ Every top-level section of a robot config (`config/*.yaml`, ROS `ros__parameters
 the section name is the node name, and the executable is the section name itself, or `camera_node`
 for `camera_<name>` sections. `launch/*.launch.py` turns this into launch_ros Nodes for `ros2 launch`;
 `GraphRunner` (nodes/runner.py) instantiates the same nodes in one process for `pld-robot sim` and
-the tests.
+the tests. A node that only some rollout modes use (residual_node: residual and hybrid) is left out
+when the orchestrator runs in another mode, rather than started to sit idle on the camera streams.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pld_robot.config import ConfigError, load_yaml
+from pld_robot.config import ConfigError, load_yaml, node_params
 
 # executable -> (module, node class, its config class); every executable is also a console script
 # in setup.py.
@@ -25,7 +26,12 @@ EXECUTABLES = {
     "orchestrator_node": ("pld_robot.nodes.orchestrator_node", "OrchestratorNode", "OrchestratorConfig"),
     "sim_operator": ("pld_robot.nodes.sim_operator", "SimOperator", "SimOperatorConfig"),
     "reward_node": ("pld_robot.nodes.reward_node", "RewardNode", "RewardNodeConfig"),
+    "residual_node": ("pld_robot.nodes.residual_node", "ResidualNode", "ResidualNodeConfig"),
 }
+
+
+# executable -> the orchestrator modes that use it; in any other mode the graph leaves it out
+MODE_NODES = {"residual_node": ("residual", "hybrid")}
 
 
 @dataclass(frozen=True)
@@ -46,9 +52,14 @@ def executable_for(section: str) -> str:
     )
 
 
-def graph_from_config(path: str | Path) -> list[NodeSpec]:
+def graph_from_config(path: str | Path, mode: str | None = None) -> list[NodeSpec]:
+    """The nodes of the YAML at `path`, for orchestrator mode `mode` (default: the YAML's own)."""
     data = load_yaml(path)
     sections = [name for name in data if name != "/**"]
     if not sections:
         raise ConfigError(f"{path}: no node sections")
-    return [NodeSpec(name=name.lstrip("/"), executable=executable_for(name.lstrip("/"))) for name in sections]
+    specs = [NodeSpec(name=name.lstrip("/"), executable=executable_for(name.lstrip("/"))) for name in sections]
+    if not any(s.executable == "orchestrator_node" for s in specs):  # no rollouts here: nothing to decide
+        return specs
+    mode = mode or node_params(data, "orchestrator_node", source=str(path)).get("mode", "base")
+    return [s for s in specs if mode in MODE_NODES.get(s.executable, (mode,))]

@@ -6,11 +6,15 @@ In:  /pld/base/chunk, /pld/base/status (policy_node); /pld/teleop/action, /pld/t
      /pld/teleop/event (teleop_node, or a simulated operator); /pld/reward/success (Header: the reward
      node declared stage `frame_id` done, on frames captured at `stamp`), /pld/reward/success_prob
      (Float32, recorded); /pld/success_label (Bool); /arm/status, /arm/estop, /arm/executed and the
-     observation topics
+     observation topics; /pld/residual/action (residual_node's replies, residual and hybrid modes)
 Out: /arm/command; /pld/episode/status (String, JSON: episode, state, step, mode, success rate, timing);
-     /pld/reward/stage (Int32, latched: the stage now running, for the reward node)
+     /pld/reward/stage (Int32, latched: the stage now running, for the reward node);
+     /pld/residual/request (each residual tick: its base action, stamped with its observation)
 Services: /pld/orchestrator/resume (Trigger: the same as pressing START)
 Calls: /arm/home, /arm/hold
+
+A residual tick waits for residual_node's reply up to `residual_deadline_s` (nodes/residual_client.py);
+that wait needs the reply callback to run beside the tick, so the node spins on a multi-threaded executor.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from std_msgs.msg import Bool, Float32, Header, Int32, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from pld_robot.data import CameraSpec, EpisodeInfo, EpisodeWriter, Outcome, StoreSchema
+from pld_robot.data import CameraSpec, EpisodeInfo, EpisodeWriter, Outcome, Source, StoreSchema
 from pld_robot.episode.modes import Mode
 from pld_robot.episode.rollout import Event, Rollout, RolloutConfig, State, TickInputs
 from pld_robot.nodes.action_msgs import chunk_to_msg, msg_to_chunk
@@ -38,6 +42,7 @@ from pld_robot.nodes.image_msgs import from_time
 from pld_robot.nodes.observation import EE_STATE_NAMES, ObservationTap
 from pld_robot.nodes.params import node_config
 from pld_robot.nodes.qos import LATCHED
+from pld_robot.nodes.residual_client import ResidualClient
 from pld_robot.nodes.spin import run_node
 from pld_robot.nodes.step_recorder import StepRecorder
 from pld_robot.policy.broker import Chunk, select_action
@@ -61,6 +66,9 @@ class OrchestratorConfig:
     prompt: str = "pick up the cube"
     camera_timeout_s: float = 1.0  # an observation older than this is a fault
     max_chunk_age_s: float = 6.0
+    # The residual of a tick is applied only if residual_node's reply comes this soon after the request;
+    # otherwise the base acts alone. The command goes out after the wait: keep it well under a period.
+    residual_deadline_s: float = 0.03
     status_hz: float = 2.0
 
     def rollout(self) -> RolloutConfig:
@@ -71,6 +79,9 @@ class OrchestratorConfig:
         self.rollout()  # validates the rollout fields
         if self.control_hz <= 0 or self.camera_timeout_s <= 0:
             raise ValueError("control_hz and camera_timeout_s must be positive")
+        if not 0 < self.residual_deadline_s < 0.5 / self.control_hz:
+            raise ValueError(f"residual_deadline_s must be positive and under half a control period "
+                             f"({0.5 / self.control_hz:g} s), got {self.residual_deadline_s}")
 
 
 class OrchestratorNode(Node):
@@ -103,6 +114,8 @@ class OrchestratorNode(Node):
         self._command = self.create_publisher(JointTrajectory, "/arm/command", 10)
         self._status_pub = self.create_publisher(String, "/pld/episode/status", 10)
         self._stage_pub = self.create_publisher(Int32, "/pld/reward/stage", LATCHED)
+        self._residual = ResidualClient(self, c.action_names, c.control_hz, c.residual_deadline_s) \
+            if self.mode in (Mode.RESIDUAL, Mode.HYBRID) else None
         subs = MutuallyExclusiveCallbackGroup()
         for msg_type, topic, callback, qos in (
                 (JointTrajectory, "/pld/base/chunk", self._on_chunk, 10),
@@ -198,9 +211,13 @@ class OrchestratorNode(Node):
                 start - self._teleop[0] < 3.0 / self.config.control_hz else None
             success_prob, label = self._success_prob, self._success_label
             fault = self._fault(obs, now)
+        residual, actor_version = None, -1
+        if self._residual is not None and base is not None and teleop is None and fault is None \
+                and self.rollout.residual_due:
+            residual, actor_version = self._residual.fetch(base, obs.stamp)
         hold = np.zeros(len(self.config.action_names), dtype=np.float32)
         hold[-1] = self._gripper
-        plan = self.rollout.tick(TickInputs(base=base, residual=None, teleop=teleop, hold=hold,
+        plan = self.rollout.tick(TickInputs(base=base, residual=residual, teleop=teleop, hold=hold,
                                             events=events, fault=fault))
         if plan.message:
             self.get_logger().info(plan.message)
@@ -211,6 +228,8 @@ class OrchestratorNode(Node):
         if plan.begin:
             with self._lock:
                 self._episode_start = now
+            if self._residual is not None:
+                self._residual.begin_episode()
             self._writer.begin_episode(EpisodeInfo(prompt=self.config.prompt, mode=self.mode.value,
                                                    policy_version=self._policy_version,
                                                    extra={"probe_steps": self.rollout.probe_steps}))
@@ -219,9 +238,11 @@ class OrchestratorNode(Node):
             self._command.publish(msg)
             self._gripper = float(plan.command[-1] >= 0.5)
             absent = np.zeros_like(hold)  # a component that did not act this tick is recorded as 0
+            applied = residual is not None and plan.source is Source.RESIDUAL
             self._recorder.add(from_time(msg.header.stamp), plan.command, {
                 **obs.frames, "state": obs.state, "base_action": base if base is not None else absent,
                 "teleop_action": teleop if teleop is not None else absent, "source": plan.source,
+                "residual_action": residual if applied else absent, "actor_version": actor_version if applied else -1,
                 "success_prob": success_prob, "success_label": label, "timestamp": obs.stamp,
                 "loop_latency": time.monotonic() - start})
         if plan.end is not None:
@@ -230,9 +251,11 @@ class OrchestratorNode(Node):
             self._call(self._hold, lambda: None)
             self._recorder.flush(wait_s=0.3)
             note = plan.message if plan.end is Outcome.ABORTED else None  # why, for whoever reviews it
+            by_residual = {} if self._residual is None else \
+                {"actor_version": self._residual.episode_actor, **self._residual.counts(self._residual.episode)}
             future = self._writer.end_episode(plan.end, note=note, probe_steps=self.rollout.probe_steps,
                                               unanswered_commands=self._recorder.unanswered,
-                                              **{STAGE_STARTS_KEY: list(self.rollout.stage_starts)})
+                                              **{STAGE_STARTS_KEY: list(self.rollout.stage_starts)}, **by_residual)
             self._recorder.unanswered = 0
             future.add_done_callback(lambda f: self._committed.set())
         self._tick_times.append(time.monotonic() - start)
@@ -267,13 +290,22 @@ class OrchestratorNode(Node):
                   "fault": r.fault, "tick_ms_p50": round(float(np.percentile(ticks, 50)), 2),
                   "tick_ms_max": round(float(ticks.max()), 2), "starved_ticks": r.session.starved_ticks,
                   "dropped_frames": self._writer.stats.dropped_frames, "last_episode": r.session.last}
+        if self._residual is not None:
+            status.update(self._residual.counts(self._residual.session))
+            latency = np.array(list(self._residual.latency_ms)) if self._residual.latency_ms else np.zeros(1)
+            status["residual_ms_p50"] = round(float(np.percentile(latency, 50)), 2)
+            status["residual_ms_p99"] = round(float(np.percentile(latency, 99)), 2)
         self._status_pub.publish(String(data=json.dumps(status)))
 
     def summary(self) -> str:
         s = self.rollout.session
         outcomes = ", ".join(f"{o} {n}" for o, n in s.outcomes.items() if n)
+        residual = ""
+        if self._residual is not None:
+            counts = self._residual.counts(self._residual.session)
+            residual = ", residual ticks: " + ", ".join(f"{n} {k.removeprefix('residual_')}" for k, n in counts.items())
         return (f"session: {s.episodes} episode(s) ({outcomes or 'none'}), success rate {100 * s.success_rate:.0f}%, "
-                f"{s.human_steps} human step(s), {s.starved_ticks} starved tick(s), store {self.config.store}")
+                f"{s.human_steps} human step(s), {s.starved_ticks} starved tick(s){residual}, store {self.config.store}")
 
     def destroy_node(self):
         if self._writer is not None:
@@ -284,7 +316,7 @@ class OrchestratorNode(Node):
 
 
 def main(args=None) -> None:
-    run_node(OrchestratorNode, args)
+    run_node(OrchestratorNode, args, threads=4)  # the tick waits for the residual reply's callback
 
 
 if __name__ == "__main__":

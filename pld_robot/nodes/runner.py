@@ -37,7 +37,8 @@ class GraphRunner:
         self.config_path = Path(config_path)
         self._data = load_yaml(self.config_path)
         self._overrides = overrides or {}
-        self.specs = [s for s in graph_from_config(self.config_path) if s.name not in exclude]
+        mode = self._overrides.get("orchestrator_node", {}).get("mode")  # pld-robot sim --mode
+        self.specs = [s for s in graph_from_config(self.config_path, mode) if s.name not in exclude]
         self._processes = processes
         self.children: dict[str, subprocess.Popen] = {}
         self._params_dir: tempfile.TemporaryDirectory | None = None

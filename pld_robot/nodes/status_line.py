@@ -39,9 +39,11 @@ class StatusLine(Node):
                         final=True)
         if self._live:
             fault = f"  FAULT: {status['fault']}" if status["fault"] else ""
+            residual = (f"  residual {status['residual_applied']} applied, {status['residual_missing']} missed"
+                        if "residual_applied" in status else "")  # residual and hybrid modes
             self._print(f"[{status['mode']}] episode {status['episode']} {status['state']:<17} step {status['step']:>4}"
                         f"  success {100 * status['success_rate']:.0f}%  tick p50 {status['tick_ms_p50']} ms"
-                        f"{fault}", final=False)
+                        f"{residual}{fault}", final=False)
 
     def _print(self, text: str, final: bool) -> None:
         if self._live:

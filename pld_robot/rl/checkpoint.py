@@ -96,6 +96,7 @@ class ExportedActor:
     version: int
     policy: ResidualPolicy  # in eval mode; policy.residual(obs, base_action) is the correction to add
     path: Path
+    action_spec: ActionSpec  # what it was trained for: the robot checks the names before using it
 
 
 def export_actor(agent: ResidualSAC, folder: str | Path, keep: int = 5) -> int:
@@ -142,14 +143,14 @@ def load_latest_actor(folder: str | Path, newer_than: int = 0,
     if meta.get("format") != ACTOR_FORMAT:
         raise RLCheckpointError(f"{path}: not a format-{ACTOR_FORMAT} exported actor")
     try:
+        spec = from_dict(ActionSpec, json.loads(meta["action_spec"]), where=f"{path}: action_spec")
         policy = build_policy(from_dict(EncoderConfig, json.loads(meta["encoder"]), where=f"{path}: encoder"),
                               from_dict(NetworkConfig, json.loads(meta["networks"]), where=f"{path}: networks"),
-                              from_dict(ActionSpec, json.loads(meta["action_spec"]), where=f"{path}: action_spec"),
-                              int(meta["state_dim"]), float(meta["residual_scale"]))
+                              spec, int(meta["state_dim"]), float(meta["residual_scale"]))
     except (KeyError, ValueError, ConfigError) as exc:
         raise RLCheckpointError(f"{path}: metadata incomplete or invalid: {exc}") from exc
     _load_policy(policy, weights, path)
-    return ExportedActor(version, policy.to(device).eval(), path)
+    return ExportedActor(version, policy.to(device).eval(), path, spec)
 
 
 def _load_policy(policy: ResidualPolicy, weights: dict[str, torch.Tensor], path: Path) -> None:
