@@ -97,6 +97,9 @@ class SACConfig:
     critic_actor_ratio: int = 2  # PLD: 2 critic updates per actor update
     initial_temperature: float = 1.0
     target_entropy: float | None = None  # None: -|A|
+    # HIL-SERL's SAC (and Cal-QL's reference code) leave the entropy bonus out of the TD target: with a
+    # sparse 0/1 reward and temperature 1, -alpha log pi summed over the horizon swamps the reward.
+    backup_entropy: bool = False
 
     def __post_init__(self):
         if self.batch_size < 2:

@@ -108,7 +108,8 @@ class ResidualSAC:
             next_base = scaling.normalize(batch["next_base_action"])
             next_scaled, next_log_prob = self.policy.scaled_delta(next_features, next_base)
             next_q = self.critic_target(next_features, executed_normalized(next_base, next_scaled))
-            target = td_target(batch["reward"], batch["done"], next_q, next_log_prob, self.temperature,
+            temperature = self.temperature if self.config.sac.backup_entropy else 0.0
+            target = td_target(batch["reward"], batch["done"], next_q, next_log_prob, temperature,
                                self.config.sac.gamma)
         q = self.critic(features, scaling.normalize(batch["action"]))
         loss = ((q - target[:, None]) ** 2).mean(dim=0).sum()  # both critics regress to the one target
