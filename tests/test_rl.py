@@ -224,6 +224,38 @@ def test_td_target_uses_the_smaller_q():
     assert target.tolist() == pytest.approx([0.5 + 0.9 * (1.0 + 0.1), 0.0])
 
 
+@pytest.mark.parametrize("backup", [False, True])
+def test_the_entropy_bonus_enters_the_td_target_only_when_backed_up(backup):
+    agent = make_agent(batch_size=16, backup_entropy=backup, initial_temperature=5.0, gamma=0.9)
+    # the next action: zero delta with log-probability 3 everywhere, so the bonus is known exactly
+    agent.policy.scaled_delta = lambda features, base, deterministic=False: (
+        torch.zeros_like(base), torch.full(base.shape[:-1], 3.0))
+    batch = agent.to_tensors(transitions(16, reward=1.0))
+    features, next_features = agent.policy.encoder(batch["obs"]), agent.policy.encoder(batch["next_obs"])
+    _, metrics = agent.critic_loss(features, next_features, batch)
+    with torch.no_grad():
+        next_base = agent.policy.scaling.normalize(batch["next_base_action"])
+        next_q = agent.critic_target(next_features, next_base).min(dim=-1).values.mean().item()
+    bonus = -0.9 * 5.0 * 3.0 if backup else 0.0
+    assert metrics["td_target"] == pytest.approx(1.0 + 0.9 * next_q + bonus, abs=1e-4)
+
+
+def test_residual_l2_holds_the_residual_near_zero_against_a_critic_that_wants_more():
+    """A critic whose Q grows with the first action dimension pulls the actor to its bound; the penalty
+    stops it where the Q gain (xi per unit of delta) equals the penalty's slope."""
+    state = {"state": np.random.default_rng(1).normal(size=(64, 3)).astype(np.float32)}
+    results = {}
+    for l2 in (0.0, 10.0):
+        agent = make_agent(batch_size=32, residual_l2=l2, initial_temperature=1e-4, lr=1e-2)
+        agent.critic.forward = lambda features, action: action[..., :1].expand(*action.shape[:-1], 2)
+        batch = agent.to_tensors(transitions(32))
+        for _ in range(100):
+            agent.actor_update(agent.policy.encoder(batch["obs"]).detach(), batch)
+        results[l2] = float(agent.policy.residual(state, np.zeros((64, 2)), deterministic=True)[:, 0].mean())
+    # without the penalty: most of the way to xi (0.5); with it: the optimum 0.5 * 0.05, near zero
+    assert results[0.0] > 0.3 and abs(results[10.0]) < 0.1, results
+
+
 def test_critic_actor_ratio_and_utd():
     agent = make_agent(batch_size=16, utd=3, critic_actor_ratio=2)
     data = transitions(16)

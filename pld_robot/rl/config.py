@@ -100,6 +100,9 @@ class SACConfig:
     # HIL-SERL's SAC (and Cal-QL's reference code) leave the entropy bonus out of the TD target: with a
     # sparse 0/1 reward and temperature 1, -alpha log pi summed over the horizon swamps the reward.
     backup_entropy: bool = False
+    # Not in PLD: adds this times the mean squared delta (normalized, before xi) to the actor loss, so the
+    # residual stays at zero wherever the critic sees no gain in moving it (bench/residual_rl.py needed it).
+    residual_l2: float = 0.0
 
     def __post_init__(self):
         if self.batch_size < 2:
@@ -110,6 +113,8 @@ class SACConfig:
             raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
         if not 0.0 < self.tau <= 1.0:
             raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if not self.residual_l2 >= 0:
+            raise ValueError(f"residual_l2 must be >= 0, got {self.residual_l2}")
         if self.utd < 1 or self.critic_actor_ratio < 1:
             raise ValueError(f"utd ({self.utd}) and critic_actor_ratio ({self.critic_actor_ratio}) must be >= 1")
 

@@ -120,6 +120,8 @@ class ResidualSAC:
         scaled, log_prob = self.policy.scaled_delta(features, base)
         q = self.critic(features, executed_normalized(base, scaled)).min(dim=-1).values
         actor_loss = (self.temperature.detach() * log_prob - q).mean()
+        if self.config.sac.residual_l2:
+            actor_loss = actor_loss + self.config.sac.residual_l2 * (scaled / self.policy.scale).pow(2).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()

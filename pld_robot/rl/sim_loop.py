@@ -43,7 +43,7 @@ BaseFactory = Callable[[int], ImperfectExpert]  # seed -> a fresh base policy
 class SimRLConfig:
     env_steps: int = 40_000  # the whole budget, warm-up episodes included
     use_base: bool = True  # False: SAC from scratch (see the module docstring)
-    eval_every: int = 4_000  # env steps between evaluations
+    eval_every: int = 2_500  # env steps between evaluations
     eval_episodes: int = 20
     final_eval_episodes: int = 100
     eval_seed: int = 1_000_000  # evaluation episodes use env seeds eval_seed, eval_seed + 1, ...
