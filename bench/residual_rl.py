@@ -37,14 +37,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MUJOCO_GL", "osmesa")  # before mujoco is imported: no display here
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import gymnasium as gym
+import numpy as np
+import torch
 
-from pld_robot.paths import shipped_config  # noqa: E402
-from pld_robot.rl.config import load_rl_config  # noqa: E402
-from pld_robot.rl.sim_loop import SimRLConfig, train_in_sim  # noqa: E402
-from pld_robot.sim.fast_env import FastEnvConfig, ImperfectExpert, PickCubeEnv  # noqa: E402
+from pld_robot.paths import shipped_config
+from pld_robot.rl.config import load_rl_config
+from pld_robot.rl.sim_loop import SimRLConfig, train_in_sim
+from pld_robot.sim.fast_env import FastEnvConfig, ImperfectExpert, PickCubeEnv
 
 MAX_STEPS = 100
 # config/rl/residual_sac.yaml (the paper's numbers) with these changes; why, in docs/residual_rl.md

@@ -19,16 +19,30 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from waiting import wait_for
 
 from pld_robot.cli import main as cli
 from pld_robot.config import ConfigError, from_dict
-from pld_robot.data import EpisodeInfo, EpisodeWriter, Source, StoreError, StoreSchema, WriterConfig
+from pld_robot.data import (
+    EpisodeInfo,
+    EpisodeWriter,
+    Source,
+    StoreError,
+    StoreSchema,
+    WriterConfig,
+)
 from pld_robot.rl.checkpoint import latest_actor_version, load_latest_actor
-from pld_robot.rl.config import CalQLConfig, EncoderConfig, NetworkConfig, ReplayConfig, ResidualSACConfig, SACConfig
+from pld_robot.rl.config import (
+    CalQLConfig,
+    EncoderConfig,
+    NetworkConfig,
+    ReplayConfig,
+    ResidualSACConfig,
+    SACConfig,
+)
 from pld_robot.rl.learner import Learner, LearnerConfig, load_learner_config
 from pld_robot.rl.metrics import COLUMNS
 from pld_robot.robots.action_spec import ActionSpec
-from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ActionSpec(names=("x", "y"), low=(-1.0, -1.0), high=(1.0, 1.0), control_hz=10.0)

@@ -27,20 +27,25 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
+from waiting import wait_for
 
 from pld_robot.data import EpisodeReader, Source
 from pld_robot.nodes.action_msgs import chunk_to_msg, pose_to_msg
 from pld_robot.nodes.graph import graph_from_config
 from pld_robot.nodes.image_msgs import from_time, numpy_to_image, to_time
 from pld_robot.nodes.orchestrator_node import OrchestratorConfig
-from pld_robot.nodes.residual_msgs import parse_reply, parse_request, reply_msg, request_msg
+from pld_robot.nodes.residual_msgs import (
+    parse_reply,
+    parse_request,
+    reply_msg,
+    request_msg,
+)
 from pld_robot.nodes.runner import GraphRunner
 from pld_robot.paths import shipped_config
 from pld_robot.rl.checkpoint import export_actor
 from pld_robot.rl.config import EncoderConfig, NetworkConfig, ResidualSACConfig
 from pld_robot.rl.sac import ResidualSAC
 from pld_robot.robots.action_spec import ActionSpec
-from waiting import wait_for
 
 # No other test uses domain 1: the others draw from 2..230, the benches use 231 and 232.
 DOMAIN_ID = "1"

@@ -10,13 +10,26 @@ import torch
 
 from pld_robot.config import ConfigError, from_dict
 from pld_robot.data.layout import EpisodeInfo, Source
+from pld_robot.reward.augment import random_shift
 from pld_robot.rl.buffers import MixedSampler, ReplayBuffer
 from pld_robot.rl.calql import calql_regularizer, discounted_returns, pretrain_critic
-from pld_robot.rl.checkpoint import (RLCheckpointError, export_actor, latest_actor_version, load_agent,
-                                     load_latest_actor, save_agent)
-from pld_robot.rl.config import (EncoderConfig, NetworkConfig, ReplayConfig, ResidualScaleConfig,
-                                 ResidualSACConfig, SACConfig, load_rl_config)
-from pld_robot.reward.augment import random_shift
+from pld_robot.rl.checkpoint import (
+    RLCheckpointError,
+    export_actor,
+    latest_actor_version,
+    load_agent,
+    load_latest_actor,
+    save_agent,
+)
+from pld_robot.rl.config import (
+    EncoderConfig,
+    NetworkConfig,
+    ReplayConfig,
+    ResidualSACConfig,
+    ResidualScaleConfig,
+    SACConfig,
+    load_rl_config,
+)
 from pld_robot.rl.episodes import episode_transitions, route_episode
 from pld_robot.rl.sac import ResidualSAC, td_target
 from pld_robot.robots.action_spec import ActionSpec

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -22,7 +22,13 @@ from rclpy.node import Node
 from trajectory_msgs.msg import JointTrajectory
 
 from pld_robot.nodes.image_msgs import to_time
-from pld_robot.nodes.residual_msgs import NO_ACTOR, REPLY_TOPIC, REQUEST_TOPIC, parse_reply, request_msg
+from pld_robot.nodes.residual_msgs import (
+    NO_ACTOR,
+    REPLY_TOPIC,
+    REQUEST_TOPIC,
+    parse_reply,
+    request_msg,
+)
 
 OUTCOMES = ("applied", "no_weights", "missing", "late")
 

@@ -14,7 +14,7 @@ second's. The actor version rides in frame_id so that it travels with the very r
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time

@@ -21,7 +21,6 @@ small callbacks ahead of it, and the orchestrator and the arm keep the other cor
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -35,10 +34,21 @@ from trajectory_msgs.msg import JointTrajectory
 from pld_robot.nodes.image_msgs import from_time
 from pld_robot.nodes.observation import EE_STATE_NAMES, ObservationTap
 from pld_robot.nodes.params import node_config
-from pld_robot.nodes.residual_msgs import (NO_ACTOR, REPLY_TOPIC, REQUEST_TOPIC, STATUS_TOPIC, parse_request,
-                                           reply_msg)
+from pld_robot.nodes.reload_watcher import ReloadWatcher
+from pld_robot.nodes.residual_msgs import (
+    NO_ACTOR,
+    REPLY_TOPIC,
+    REQUEST_TOPIC,
+    STATUS_TOPIC,
+    parse_request,
+    reply_msg,
+)
 from pld_robot.nodes.spin import run_node
-from pld_robot.rl.checkpoint import ExportedActor, latest_actor_version, load_latest_actor
+from pld_robot.rl.checkpoint import (
+    ExportedActor,
+    latest_actor_version,
+    load_latest_actor,
+)
 from pld_robot.rl.encoders import STATE_KEY
 from pld_robot.robots.action_spec import FRANKA_EE_DELTA_NAMES
 
@@ -78,9 +88,7 @@ class ResidualNode(Node):
         self.create_subscription(JointTrajectory, REQUEST_TOPIC, self._on_request, 10)
         self.create_timer(1.0, self._publish_status)
         self.get_logger().info(f"serving the newest actor in {c.actors_dir} (none yet: zero residuals)")
-        self._stopping = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name="residual-reload", daemon=True)
-        self._watcher.start()
+        self._watcher = ReloadWatcher(self._reload, self.config.reload_check_s, "residual-reload", first_now=True)
 
     def _on_request(self, msg: JointTrajectory) -> None:
         start = time.monotonic()
@@ -102,7 +110,7 @@ class ResidualNode(Node):
             return
         try:
             residual = actor.policy.residual({STATE_KEY: obs.state, **obs.frames}, base, self.config.deterministic)
-        except Exception as exc:  # e.g. a frame the encoder cannot take: this tick's base acts alone, the node stays
+        except Exception as exc:  # noqa: BLE001 - e.g. a frame the encoder cannot take: this tick's base acts alone, the node stays
             self.unanswered += 1
             self.get_logger().error(f"actor {actor.version} failed: {type(exc).__name__}: {exc}",
                                     throttle_duration_sec=5.0)
@@ -110,12 +118,6 @@ class ResidualNode(Node):
         self._reply.publish(reply_msg(msg, residual, self.config.action_names, self.config.control_hz,
                                       actor.version))
         self._infer_ms.append((time.monotonic() - start) * 1e3)
-
-    def _watch(self) -> None:
-        while True:
-            self._reload()
-            if self._stopping.wait(self.config.reload_check_s):
-                return
 
     def _reload(self) -> None:
         current = self.actor.version if self.actor is not None else 0
@@ -126,7 +128,7 @@ class ResidualNode(Node):
         try:
             loaded = load_latest_actor(self.config.actors_dir, newer_than=current, device=self.config.device)
             problem = self._mismatch(loaded) if loaded is not None else None
-        except Exception as exc:  # whatever a damaged file raises, the weights in use stay and polling goes on
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged file raises, the weights in use stay and polling goes on
             problem = f"{type(exc).__name__}: {exc}"
         if problem:
             self._refused = latest
@@ -161,9 +163,8 @@ class ResidualNode(Node):
         self._status.publish(status)
 
     def destroy_node(self):
-        if hasattr(self, "_stopping"):
-            self._stopping.set()
-            self._watcher.join(timeout=5.0)
+        if hasattr(self, "_watcher"):
+            self._watcher.stop()
         return super().destroy_node()
 
 

@@ -34,6 +34,7 @@ from std_msgs.msg import Float32, Header, Int32
 from pld_robot.nodes.image_msgs import from_time, image_to_numpy, to_time
 from pld_robot.nodes.params import node_config
 from pld_robot.nodes.qos import LATCHED
+from pld_robot.nodes.reload_watcher import ReloadWatcher
 from pld_robot.nodes.spin import run_node
 from pld_robot.reward.serving import StagedClassifier
 
@@ -83,9 +84,7 @@ class RewardNode(Node):
             if self.classifier.versions[stage] is None:
                 self.get_logger().warning(f"stage {stage}: no reward checkpoint in {path} yet; its episodes end by "
                                           "the operator's buttons until one appears (pld-robot train-reward)")
-        self._stopping = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name="reward-reload", daemon=True)
-        self._watcher.start()
+        self._watcher = ReloadWatcher(self._reload, self.config.reload_check_s, "reward-reload")
 
     def _on_frame(self, camera: str):
         def callback(msg: Image) -> None:
@@ -127,10 +126,6 @@ class RewardNode(Node):
         self._infer_ms.append(elapsed * 1e3)
         self.late_ticks += elapsed > 1.0 / self.config.rate_hz
 
-    def _watch(self) -> None:
-        while not self._stopping.wait(self.config.reload_check_s):
-            self._reload()
-
     def _reload(self) -> None:
         for loaded, message in self.classifier.reload_changed():
             (self.get_logger().info if loaded else self.get_logger().error)(message)
@@ -160,9 +155,8 @@ class RewardNode(Node):
         self._status.publish(status)
 
     def destroy_node(self):
-        if hasattr(self, "_stopping"):
-            self._stopping.set()
-            self._watcher.join(timeout=5.0)
+        if hasattr(self, "_watcher"):
+            self._watcher.stop()
         return super().destroy_node()
 
 

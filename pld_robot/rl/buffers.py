@@ -13,7 +13,7 @@ is exact per batch rather than on average.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -14,7 +14,8 @@ policy sources bounded; the actor and temperature train alongside, as in Cal-QL.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ def calql_regularizer(q_data: torch.Tensor, q_random: torch.Tensor, log_density_
 def calql_penalty(config: CalQLConfig) -> Callable:
     """The regularizer as a `sac.CriticPenalty`, for `ResidualSAC.update_on`."""
 
-    def penalty(agent: "ResidualSAC", features: torch.Tensor, next_features: torch.Tensor,
+    def penalty(agent: ResidualSAC, features: torch.Tensor, next_features: torch.Tensor,
                 batch: dict) -> tuple[torch.Tensor, dict]:
         n, scaling = config.sampled_actions, agent.policy.scaling
         b, a = features.shape[0], scaling.dim
@@ -80,7 +81,7 @@ def calql_penalty(config: CalQLConfig) -> Callable:
     return penalty
 
 
-def pretrain_critic(agent: "ResidualSAC", sample: Callable[[], dict], config: CalQLConfig,
+def pretrain_critic(agent: ResidualSAC, sample: Callable[[], dict], config: CalQLConfig,
                     updates: int | None = None) -> dict[str, float]:
     """`updates` (default config.pretrain_updates) Cal-QL updates on batches from `sample` (offline data)."""
     penalty = calql_penalty(config)

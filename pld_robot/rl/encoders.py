@@ -10,7 +10,7 @@ and so cannot run on a learner's GPU.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

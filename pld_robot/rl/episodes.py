@@ -16,7 +16,7 @@ person's executed action; everything else goes to the online buffer.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -47,7 +47,13 @@ from pld_robot.data.layout import EpisodeInfo, Outcome, Source, StoreError, Stor
 from pld_robot.episode.modes import Mode
 from pld_robot.rl.buffers import MixedSampler, ReplayBuffer
 from pld_robot.rl.calql import discounted_returns, pretrain_critic
-from pld_robot.rl.checkpoint import AGENT_FILE, export_actor, latest_actor_version, load_agent, save_agent
+from pld_robot.rl.checkpoint import (
+    AGENT_FILE,
+    export_actor,
+    latest_actor_version,
+    load_agent,
+    save_agent,
+)
 from pld_robot.rl.config import ResidualSACConfig
 from pld_robot.rl.episodes import episode_keys, episode_transitions, route_episode
 from pld_robot.rl.metrics import EpisodeStats, Means, MetricsLog, Progress

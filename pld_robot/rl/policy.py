@@ -6,7 +6,7 @@ what the learner's SAC trains: encoder, tanh-Gaussian actor, action scaling and 
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch

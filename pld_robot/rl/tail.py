@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pld_robot.data.layout import WRITER_LOCK, EpisodeInfo, StoreError, StoreSchema, is_store
+from pld_robot.data.layout import (
+    WRITER_LOCK,
+    EpisodeInfo,
+    StoreError,
+    StoreSchema,
+    is_store,
+)
 from pld_robot.data.reader import EpisodeReader
 
 log = logging.getLogger(__name__)
