@@ -53,7 +53,10 @@ def _write_configs(tmp_path: Path, actors: Path, store: Path) -> tuple[str, list
     graph.write_text(yaml.safe_dump({
         "orchestrator_node": {"ros__parameters": {
             "mode": "residual", "max_steps": MAX_STEPS, "control_hz": SPEC.control_hz,
-            "cameras": {"front": [32, 32]}, "store": str(store), "status_hz": 10.0}},
+            "cameras": {"front": [32, 32]}, "store": str(store), "status_hz": 10.0,
+            # the graph shares this process (and its GIL) with the test's store polling and actor checks,
+            # which can hold the fake lab's publishers back past the default 1 s; staleness is not tested here
+            "camera_timeout_s": 5.0}},
         "residual_node": {"ros__parameters": {
             "actors_dir": str(actors), "cameras": ["front"], "deterministic": True, "reload_check_s": 0.2}},
     }))
@@ -92,7 +95,11 @@ def _check_episode(reader: EpisodeReader, index: int, actors: Actors) -> dict:
     assert info.actor_version == (int(versions.max()) if applied.any() else -1), (info.actor_version, versions)
     assert not residual[~applied].any(), "a tick without a residual records zero"
     assert (np.abs(residual[applied]).max(axis=1) > 0).all(), "an applied residual is a real correction"
-    np.testing.assert_allclose(steps["action"], steps["base_action"] + residual, atol=1e-6)
+    # the recorder's one fallback: a step the arm has not answered when the episode ends is recorded
+    # as zero motion (step_recorder.py); only the last step can be that one
+    answered = ~(steps["action"][:, :-1] == 0).all(axis=1)
+    assert answered[:-1].all(), f"unanswered steps before the last in episode {index}"
+    np.testing.assert_allclose(steps["action"][answered], (steps["base_action"] + residual)[answered], atol=1e-6)
     for t in np.flatnonzero(applied)[[0, -1]] if applied.any() else ():  # the first and last applied step
         actor = actors[int(versions[t])]
         assert np.array_equal(steps["state"][t], STATE) and steps["front_rgb"][t].tobytes() == FRAME.tobytes()
