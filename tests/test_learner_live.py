@@ -53,10 +53,7 @@ def _write_configs(tmp_path: Path, actors: Path, store: Path) -> tuple[str, list
     graph.write_text(yaml.safe_dump({
         "orchestrator_node": {"ros__parameters": {
             "mode": "residual", "max_steps": MAX_STEPS, "control_hz": SPEC.control_hz,
-            "cameras": {"front": [32, 32]}, "store": str(store), "status_hz": 10.0,
-            # the graph shares this process (and its GIL) with the test's store polling and actor checks,
-            # which can hold the fake lab's publishers back past the default 1 s; staleness is not tested here
-            "camera_timeout_s": 5.0}},
+            "cameras": {"front": [32, 32]}, "store": str(store), "status_hz": 10.0}},
         "residual_node": {"ros__parameters": {
             "actors_dir": str(actors), "cameras": ["front"], "deterministic": True, "reload_check_s": 0.2}},
     }))

@@ -137,10 +137,7 @@ def _graph_yaml(tmp_path, actors) -> str:
     path.write_text(yaml.safe_dump({
         "orchestrator_node": {"ros__parameters": {
             "mode": "hybrid", "max_steps": MAX_STEPS, "alpha": 0.5, "control_hz": SPEC.control_hz,
-            "cameras": {"front": [32, 32]}, "store": str(tmp_path / "episodes.zarr"), "status_hz": 10.0,
-            # the graph shares this process (and its GIL) with the test's store polling and actor checks,
-            # which can hold the fake lab's publishers back past the default 1 s; staleness is not tested here
-            "camera_timeout_s": 5.0}},
+            "cameras": {"front": [32, 32]}, "store": str(tmp_path / "episodes.zarr"), "status_hz": 10.0}},
         "residual_node": {"ros__parameters": {
             "actors_dir": str(actors), "cameras": ["front"], "deterministic": True, "reload_check_s": 0.2}},
     }))
@@ -243,15 +240,13 @@ def test_live_residual_versions_deadline_and_a_killed_residual_node(tmp_path, mo
         assert {1, 2, 4} <= set(seen) and 3 not in seen, set(seen)
         applied, missing = (sum(c[k] for c in checked[first_with_actor:]) for k in ("applied", "missing"))
         on_time = applied / (applied + missing)
-        # how many make the deadline is a latency figure for bench/, not a test (it swung 75-99 % between runs
-        # of this in-process graph); that the path works at all is: most residuals arrive and are applied
-        assert on_time >= 0.5, f"only {on_time:.0%} of {applied + missing} residuals within {DEADLINE_S * 1e3:.0f} ms"
+        assert on_time >= 0.9, f"only {on_time:.0%} of {applied + missing} residuals within {DEADLINE_S * 1e3:.0f} ms"
         assert (np.diff(seen[seen >= 0]) >= 0).all(), "versions only move forward"
         with lab.lock:
             status = dict(lab.status)
         print(f"{on_time:.1%} of {applied + missing} residuals on time; status: "
               + ", ".join(f"{k} {v}" for k, v in status.items() if k.startswith("residual_")))
-        assert status["residual_ms_p50"] > 0, status  # reported; its size is a latency figure, not a test
+        assert status["residual_ms_p50"] < DEADLINE_S * 1e3 / 2, status
 
         graph.children["residual_node"].kill()  # gone without a word
         done = EpisodeReader(store).num_episodes
@@ -267,9 +262,7 @@ def test_live_residual_versions_deadline_and_a_killed_residual_node(tmp_path, mo
         print(f"after the kill: residual ticks' loop latency (ms) {np.round(np.sort(latency) * 1e3, 1)}; "
               f"command gaps (ms) {np.round(np.sort(gaps) * 1e3, 1)}")
         assert (latency >= DEADLINE_S).all(), "each residual tick waited for a reply until its deadline"
-        # the median tick waits out the deadline and no longer; single ticks can stall a little more, since
-        # this in-process graph shares its GIL with the test (up to 0.2 s seen), never for seconds
-        assert np.median(latency) < DEADLINE_S + 0.01 and latency.max() < 0.5, latency
-        assert len(stamps) == MAX_STEPS and abs(np.median(gaps) - PERIOD_S) < 0.01 and gaps.max() < 0.6, \
+        assert latency.max() < DEADLINE_S + 0.03, "and not much longer"
+        assert len(stamps) == MAX_STEPS and abs(np.median(gaps) - PERIOD_S) < 0.01 and gaps.max() < 2 * PERIOD_S, \
             "the tick kept its period"
         assert status["residual_missing"] >= after["missing"]

@@ -21,12 +21,12 @@ from pathlib import Path
 import yaml
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from pld_robot.child_process import interrupt_when_parent_dies
 from pld_robot.config import deep_merge, flatten, from_dict, load_yaml, node_params
+from pld_robot.nodes.executor import MultiThreadedExecutor
 from pld_robot.nodes.graph import EXECUTABLES, graph_from_config
 from pld_robot.paths import use_fastdds_profile
 

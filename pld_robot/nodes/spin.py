@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+from pld_robot.nodes.executor import MultiThreadedExecutor
 
 
 def run_node(factory: Callable[[], Node], args=None, threads: int = 1) -> None:
