@@ -215,6 +215,30 @@ def test_success_rates_of_the_exact_and_the_imperfect_expert(env):
     assert 0.2 <= imperfect <= 0.6
 
 
+class CorrectedOnTheWayDown:
+    """The imperfect expert plus a fixed correction of its 2 cm belief, added only while it descends:
+    what a residual has to learn. The base must keep it, not servo it away before grasping."""
+
+    def __init__(self, correction_x: float):
+        self.base, self.correction_x = ImperfectExpert(action_noise=0.0), correction_x
+
+    def reset(self):
+        self.base.reset()
+
+    def act(self, obs):
+        action = self.base.act(obs)
+        if self.base.phase == "descend":
+            action[0] += self.correction_x
+        return action
+
+
+def test_a_correction_added_during_the_descent_makes_the_imperfect_expert_succeed(env):
+    seeds = range(10)
+    assert success_rate(env, CorrectedOnTheWayDown(0.0), seeds) <= 0.7
+    # half the action range (the residual's bound at xi 0.5): the grasp lands ~1.7 cm nearer the cube
+    assert success_rate(env, CorrectedOnTheWayDown(-0.01), seeds) == 1.0
+
+
 def test_image_observations(image_env):
     obs, _ = image_env.reset(seed=0)
     assert obs in image_env.observation_space
