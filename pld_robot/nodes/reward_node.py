@@ -13,7 +13,8 @@ buttons end its episodes) and the status says so.
 
 Checkpoints load on a thread of their own (a pretrained tower takes seconds), and the node spins on a
 single-threaded executor: measured on rclpy's MultiThreadedExecutor with a 50 Hz camera, one
-inference of a few milliseconds now and then waited 0.1-1 s for the GIL.
+inference of a few milliseconds now and then waited 0.1-1 s for the GIL (rclpy's busy loop that
+nodes/executor.py works around).
 """
 
 from __future__ import annotations
