@@ -1,4 +1,5 @@
-"""arm_node: the Franka driver behind ROS topics and services.
+"""arm_node: the arm driver (Franka over franky, or the YAM over CAN: `driver`) behind ROS topics
+and services.
 
 In:  /arm/command (JointTrajectory; the first point is executed now), /arm/estop (Bool, latched)
 Out: /joint_states, /arm/ee_pose, /arm/executed (what the safety filter let through), /arm/status
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Literal
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -24,16 +27,18 @@ from pld_robot.nodes.image_msgs import from_time
 from pld_robot.nodes.params import node_config
 from pld_robot.nodes.qos import LATCHED
 from pld_robot.nodes.spin import run_node
-from pld_robot.robots.arm import ArmFault
+from pld_robot.robots.arm import Arm, ArmFault
 from pld_robot.robots.franka import FrankaArm, FrankaConfig
 from pld_robot.robots.safety import EStopEngaged, UnsafeCommand
+from pld_robot.robots.yam import YamArm, YamConfig
 
 ESTOP_QOS = LATCHED
 
 
 @dataclass(frozen=True)
 class ArmNodeConfig:
-    arm: FrankaConfig = field(default_factory=FrankaConfig)
+    driver: Literal["franka", "yam"] = "franka"
+    arm: FrankaConfig | YamConfig = field(default_factory=FrankaConfig)  # the driver's own settings
     state_hz: float = 100.0
     base_frame: str = "base"
     joint_prefix: str = "fr3_"
@@ -41,19 +46,26 @@ class ArmNodeConfig:
     def __post_init__(self):
         if not self.state_hz > 0:
             raise ValueError(f"state_hz must be positive, got {self.state_hz}")
+        wanted = YamConfig if self.driver == "yam" else FrankaConfig
+        if not isinstance(self.arm, wanted):
+            raise ValueError(f"driver is '{self.driver}' but the arm section holds {type(self.arm).__name__} "
+                             f"settings; give it {wanted.__name__} keys")
 
 
 class ArmNode(Node):
-    def __init__(self, node_name: str = "arm_node", arm: FrankaArm | None = None, **kwargs):
+    def __init__(self, node_name: str = "arm_node", arm: Arm | None = None, **kwargs):
         super().__init__(node_name, automatically_declare_parameters_from_overrides=True, **kwargs)
-        self.arm: FrankaArm | None = None
+        self.arm: Arm | None = None
         self.config = node_config(self, ArmNodeConfig)
-        self.arm = arm or FrankaArm(self.config.arm)
+        cfg = self.config.arm
+        self.arm = arm or (YamArm(cfg) if isinstance(cfg, YamConfig) else FrankaArm(cfg))
+        self._hardware_id = f"{cfg.interface}:{cfg.channel}" if isinstance(cfg, YamConfig) else cfg.host
         self.arm.connect()
         self._status = ("ok", DiagnosticStatus.OK)
         self._status_lock = threading.Lock()
         prefix = self.config.joint_prefix
-        self._joint_names = [f"{prefix}joint{i}" for i in range(1, 8)]
+        joints = len(self.arm.state().joint_positions)
+        self._joint_names = [f"{prefix}joint{i}" for i in range(1, joints + 1)]
         self._finger_names = [f"{prefix}finger_joint1", f"{prefix}finger_joint2"]
 
         self._joint_pub = self.create_publisher(JointState, "/joint_states", 10)
@@ -107,7 +119,8 @@ class ArmNode(Node):
             self.get_logger().error(f"cannot read the arm: {exc}", throttle_duration_sec=2.0)
             return
         self._joint_pub.publish(joint_state_msg(state, self._joint_names, self._finger_names))
-        self._pose_pub.publish(pose_to_msg(state.ee_position, state.ee_quaternion, state.stamp, self.config.base_frame))
+        if np.all(np.isfinite(state.ee_position)):  # a YAM without a model has no pose to give
+            self._pose_pub.publish(pose_to_msg(state.ee_position, state.ee_quaternion, state.stamp, self.config.base_frame))
 
     def _set_status(self, message: str, level: bytes) -> None:
         with self._status_lock:
@@ -118,7 +131,7 @@ class ArmNode(Node):
 
     def _publish_status(self) -> None:
         message, level = self._status
-        msg = DiagnosticStatus(level=level, name="arm", message=message, hardware_id=self.config.arm.host)
+        msg = DiagnosticStatus(level=level, name="arm", message=message, hardware_id=self._hardware_id)
         msg.values = [
             KeyValue(key="estop", value=str(self.arm.estop_reason or "")),
             KeyValue(key="watchdog_stops", value=str(self.arm.watchdog_stops)),
