@@ -69,6 +69,7 @@ setup(
         (os.path.join('share', package_name, 'config', 'policies'), sorted(glob('config/policies/*.yaml'))),
         (os.path.join('share', package_name, 'config', 'reward'), sorted(glob('config/reward/*.yaml'))),
         (os.path.join('share', package_name, 'config', 'rl'), sorted(glob('config/rl/*.yaml'))),
+        (os.path.join('share', package_name, 'config', 'distill'), sorted(glob('config/distill/*.yaml'))),
     ],
     install_requires=[
         'numpy',

@@ -15,6 +15,7 @@ import yaml
 
 from pld_robot.config import ConfigError
 from pld_robot.data import episodes_cli
+from pld_robot.distill import cli as distill_cli
 from pld_robot.policy import serve_cli
 from pld_robot.reward import cli as reward_cli
 from pld_robot.rl import cli as rl_cli
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cli.add_parser(sub)
     reward_cli.add_parser(sub)
     rl_cli.add_parser(sub)
+    distill_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

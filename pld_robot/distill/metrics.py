@@ -1,0 +1,105 @@
+"""What `pld-robot distill` tells a person: RUN/metrics.csv (a row every log_every steps, continued by a
+resumed run), RUN/loss.png (training loss and learning rate against steps) and a tqdm bar with the loss."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from tqdm import tqdm
+
+METRICS_FILE = "metrics.csv"
+PLOT_FILE = "loss.png"
+COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s")
+
+
+class MetricsLog:
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / METRICS_FILE
+        self.rows: list[dict[str, float]] = []
+        if self.path.is_file():
+            with open(self.path, newline="") as f:
+                reader = csv.DictReader(f)
+                if tuple(reader.fieldnames or ()) != COLUMNS:
+                    raise ValueError(f"{self.path}: columns {reader.fieldnames} are not distill's {list(COLUMNS)}")
+                self.rows = [{k: float(v) for k, v in row.items()} for row in reader]
+
+    def truncate(self, step: int) -> None:
+        """Forget rows after `step` (a resumed run restarts from its last saved state, not its last row)."""
+        if any(r["step"] > step for r in self.rows):
+            self.rows = [r for r in self.rows if r["step"] <= step]
+            self._rewrite()
+
+    def append(self, row: dict[str, float]) -> None:
+        full = {k: float(row[k]) for k in COLUMNS}
+        new = not self.path.is_file()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: f"{v:.8g}" for k, v in full.items()})
+        self.rows.append(full)
+
+    def _rewrite(self) -> None:
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            for row in self.rows:
+                writer.writerow({k: f"{v:.8g}" for k, v in row.items()})
+
+    def plot(self, title: str = "") -> Path | None:
+        if not self.rows:
+            return None
+        path = self.folder / PLOT_FILE
+        plot_loss(self.rows, path, title)
+        return path
+
+
+def plot_loss(rows: list[dict[str, float]], path: Path, title: str = "") -> None:
+    import matplotlib  # here: a run that never plots never pays for the import
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    losses = [r["loss"] for r in rows]
+    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(8, 6), dpi=100, sharex=True,
+                                         gridspec_kw={"height_ratios": [3, 1]})
+    ax_loss.plot(steps, losses, ".", alpha=0.35, label="loss (mean since the previous row)")
+    window = max(1, len(losses) // 20)
+    if window > 1:
+        smooth = [sum(losses[max(0, i - window + 1):i + 1]) / len(losses[max(0, i - window + 1):i + 1])
+                  for i in range(len(losses))]
+        ax_loss.plot(steps, smooth, "-", label=f"running mean of {window} rows")
+    if min(losses) > 0 and max(losses) > 10 * min(losses):
+        ax_loss.set_yscale("log")
+    ax_loss.set(ylabel="flow-matching loss (real dims and steps)")
+    ax_loss.legend(loc="best", fontsize=8)
+    ax_loss.grid(alpha=0.3)
+    ax_lr.plot(steps, [r["lr"] for r in rows], "-")
+    ax_lr.set(xlabel="optimizer step", ylabel="learning rate")
+    ax_lr.grid(alpha=0.3)
+    last = rows[-1]
+    fig.suptitle(title or f"distill: step {int(last['step'])}, loss {last['loss']:.4g}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+class Progress:
+    """tqdm over optimizer steps with the loss and learning rate (off when disabled or stderr is no terminal)."""
+
+    def __init__(self, enabled: bool, total: int, initial: int):
+        self._bar = tqdm(desc="distill", unit=" steps", total=total, initial=initial, dynamic_ncols=True,
+                         disable=None if enabled else True)
+
+    def show(self, step: int, loss: float, lr: float) -> None:
+        if not math.isnan(loss):
+            self._bar.set_postfix_str(f"loss={loss:.4f} lr={lr:.2e}", refresh=False)
+        self._bar.update(step - self._bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
