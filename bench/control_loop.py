@@ -29,12 +29,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
-import importlib.metadata as _md
 import inspect
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -56,6 +53,7 @@ from pld_robot.robots.franka import (  # noqa: E402
 from pld_robot.robots.franka_streaming import STREAMERS  # noqa: E402
 from pld_robot.robots.safety import EEDeltaSafetyFilter, SafetyLimits  # noqa: E402
 from pld_robot.robots.transforms import matrix_to_rotvec, quat_to_matrix  # noqa: E402
+from bench._context import machine_context  # noqa: E402
 
 RATES_HZ = (10.0, 30.0)
 LATENCY_THRESHOLD_M, LATENCY_TIMEOUT_S = 0.0005, 1.0
@@ -446,32 +444,6 @@ def camera(seconds: float) -> dict:
     return {"default_transport": default, "shipped_profile": shipped}
 
 
-def machine_context() -> dict:
-    def version(dist):
-        try:
-            return _md.version(dist)
-        except _md.PackageNotFoundError:
-            return None
-
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                                  timeout=5).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    return {
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "hostname": platform.node(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        **{dist.replace("-", "_"): version(dist) for dist in ("franky-control", "franky-sim", "mujoco")},
-        "git_commit": git("rev-parse", "--short", "HEAD") or None,
-        "git_modified": (git("diff", "--name-only", "HEAD") or "").split(),  # a working tree is measured
-    }
-
-
 def chosen_summary(arm: dict) -> dict:
     config = FrankaConfig()
     rates = {rate: r for rate, r in arm["rates"].items() if r["methods"]}
@@ -507,7 +479,7 @@ def main() -> None:
 
     t_start = time.perf_counter()
     result = {"bench": "control_loop", "command": " ".join(["python -m bench.control_loop", *sys.argv[1:]]),
-              "machine": machine_context(), "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
+              "machine": machine_context(("franky-control", "franky-sim", "mujoco")), "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
     arm = result["streaming"] = run_arm(a.rounds or (1 if a.quick else 3), a.latency_trials)
     if not a.no_camera:
         result["camera_node"] = camera(2.0 if a.quick else 4.0)

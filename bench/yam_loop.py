@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as _dt
-import importlib.metadata as _md
 import json
 import os
-import platform
-import subprocess
 import sys
 import threading
 import time
@@ -40,6 +36,7 @@ import numpy as np  # noqa: E402
 
 from pld_robot.robots.yam import YamArm, YamConfig  # noqa: E402
 from pld_robot.robots.yam.sim import SimMotors  # noqa: E402
+from bench._context import machine_context  # noqa: E402
 
 RATES_HZ = (250.0, 500.0)
 AMPLITUDE, SINE_PERIOD_S = 0.1, 4.0  # rad, s: 0.16 rad/s at most, well inside the step limit
@@ -114,31 +111,6 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def machine_context() -> dict:
-    def version(dist):
-        try:
-            return _md.version(dist)
-        except _md.PackageNotFoundError:
-            return None
-
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=5).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    return {
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "hostname": platform.node(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        **{dist.replace("-", "_"): version(dist) for dist in ("python-can", "mujoco", "numpy")},
-        "git_commit": git("rev-parse", "--short", "HEAD") or None,
-        "git_modified": (git("diff", "--name-only", "HEAD") or "").split(),  # a working tree is measured
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one round of 3 s per rate")
@@ -151,7 +123,7 @@ def main() -> None:
 
     t_start = time.perf_counter()
     result = {"bench": "yam_loop", "command": " ".join(["python bench/yam_loop.py", *sys.argv[1:]]),
-              "machine": machine_context(), "config": {
+              "machine": machine_context(("python-can", "mujoco", "numpy")), "config": {
                   k: v for k, v in dataclasses.asdict(YamConfig()).items()
                   if k in ("loop_hz", "motor_timeout_s", "silent_after_s")},
               "load_avg_start": [round(x, 2) for x in os.getloadavg()]}

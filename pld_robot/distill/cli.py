@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
-import threading
 
 from pld_robot.config import ConfigError
+from pld_robot.stop_signals import stop_requested
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -68,31 +67,23 @@ def _distill(args: argparse.Namespace) -> int:
     config = _config(args)
     env = DistEnv.from_environ()
     say = print if env.main else (lambda *a, **k: None)
-    stop = threading.Event()
-
-    def on_signal(signum, frame):
-        stop.set()
-        signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        distiller = Distiller(args.stores, args.base, args.out, config, run_dir=args.run_dir, resume=args.resume,
-                              progress=not args.quiet, env=env)
-        say(f"pld-robot distill: {distiller.selection.describe()}", flush=True)
-        say(f"  {distiller.stats_note}", flush=True)
-        n = sum(p.numel() for p in distiller.trainable.values())
-        say(f"  {config.finetune} fine-tuning of {args.base}: {n:,} trainable parameters; "
-            f"{config.steps} steps of {config.batch_size} x {env.world} process(es) on {distiller.device}, "
-            f"from step {distiller.step}; run folder {distiller.run_dir}; Ctrl-C saves and stops", flush=True)
-        summary = distiller.run(stop)
+        with stop_requested() as stop:
+            distiller = Distiller(args.stores, args.base, args.out, config, run_dir=args.run_dir,
+                                  resume=args.resume, progress=not args.quiet, env=env)
+            say(f"pld-robot distill: {distiller.selection.describe()}", flush=True)
+            say(f"  {distiller.stats_note}", flush=True)
+            n = sum(p.numel() for p in distiller.trainable.values())
+            say(f"  {config.finetune} fine-tuning of {args.base}: {n:,} trainable parameters; "
+                f"{config.steps} steps of {config.batch_size} x {env.world} process(es) on {distiller.device}, "
+                f"from step {distiller.step}; run folder {distiller.run_dir}; Ctrl-C saves and stops", flush=True)
+            summary = distiller.run(stop)
     except (CheckpointError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
         print(f"pld-robot distill: {exc}", file=sys.stderr)
         return 2
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         shutdown_distributed()
     if summary["done"]:
         say(f"step {summary['step']}: loss {summary['first_loss']:.4g} (first row) -> {summary['last_loss']:.4g} "

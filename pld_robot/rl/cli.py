@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from pld_robot.config import ConfigError, from_dict, load_node_params
+from pld_robot.stop_signals import stop_requested
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -53,27 +52,18 @@ def _learn(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"command line: {exc}") from exc
     spec = robot_action_spec(args.robot_config) if args.robot_config else None
-    stop = threading.Event()
-
-    def on_signal(signum, frame):
-        stop.set()
-        signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        learner = Learner(args.stores, args.out, rl_config, config, action_spec=spec, resume=args.resume,
-                          progress=not args.quiet)
-        print(f"pld-robot learn: {len(args.stores)} store(s) -> {args.out} on {config.device}; "
-              "Ctrl-C saves and stops (twice: stop without saving)", flush=True)
-        summary = learner.run(stop)
+        with stop_requested() as stop:
+            learner = Learner(args.stores, args.out, rl_config, config, action_spec=spec, resume=args.resume,
+                              progress=not args.quiet)
+            print(f"pld-robot learn: {len(args.stores)} store(s) -> {args.out} on {config.device}; "
+                  "Ctrl-C saves and stops (twice: stop without saving)", flush=True)
+            summary = learner.run(stop)
     except ConfigError:
         raise
     except ValueError as exc:  # data the config cannot take (e.g. a replay capacity beyond this machine's memory)
         print(f"pld-robot learn: {exc}", file=sys.stderr)
         return 2
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     t = summary["transitions"]
     print(f"{summary['episodes']} episode(s), {summary['recorded_steps']} steps ({summary['skipped_episodes']} "
           f"unreadable episode(s) skipped); transitions: {t['online']} online, {t['intervention']} intervention, "
