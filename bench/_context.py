@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,3 +39,12 @@ def machine_context(distributions: tuple[str, ...]) -> dict:
         "git_commit": _git("rev-parse", "--short", "HEAD") or None,
         "git_modified": (_git("diff", "--name-only", "HEAD") or "").split(),  # a working tree is measured
     }
+
+
+def emit(result: dict, started: float, out: Path | None) -> None:
+    """Finish a run's JSON (load at the end, wall time), write it to `out` if given, print it as one line."""
+    result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    if out:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result), flush=True)

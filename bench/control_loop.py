@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
-import json
 import os
 import random
 import subprocess
@@ -53,7 +52,7 @@ from pld_robot.robots.franka import (  # noqa: E402
 from pld_robot.robots.franka_streaming import STREAMERS  # noqa: E402
 from pld_robot.robots.safety import EEDeltaSafetyFilter, SafetyLimits  # noqa: E402
 from pld_robot.robots.transforms import matrix_to_rotvec, quat_to_matrix  # noqa: E402
-from bench._context import machine_context  # noqa: E402
+from bench._context import emit, machine_context  # noqa: E402
 
 RATES_HZ = (10.0, 30.0)
 LATENCY_THRESHOLD_M, LATENCY_TIMEOUT_S = 0.0005, 1.0
@@ -484,11 +483,7 @@ def main() -> None:
     if not a.no_camera:
         result["camera_node"] = camera(2.0 if a.quick else 4.0)
     result["chosen"] = chosen_summary(arm)
-    result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    result["wall_s"] = round(time.perf_counter() - t_start, 1)
-    if a.out:
-        a.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result), flush=True)
+    emit(result, t_start, a.out)
 
 
 if __name__ == "__main__":

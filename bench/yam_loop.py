@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import threading
@@ -36,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from pld_robot.robots.yam import YamArm, YamConfig  # noqa: E402
 from pld_robot.robots.yam.sim import SimMotors  # noqa: E402
-from bench._context import machine_context  # noqa: E402
+from bench._context import emit, machine_context  # noqa: E402
 
 RATES_HZ = (250.0, 500.0)
 AMPLITUDE, SINE_PERIOD_S = 0.1, 4.0  # rad, s: 0.16 rad/s at most, well inside the step limit
@@ -137,11 +136,7 @@ def main() -> None:
                 f"p99 {runs[-1]['jitter_ms']['p99']} ms")
     result["runs"] = runs
     result["summary"] = summarise(runs)
-    result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    result["wall_s"] = round(time.perf_counter() - t_start, 1)
-    if a.out:
-        a.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result), flush=True)
+    emit(result, t_start, a.out)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,12 @@ resumed run), RUN/loss.png (training loss and learning rate against steps) and a
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 from tqdm import tqdm
+
+from pld_robot.csv_rows import CsvRows
 
 METRICS_FILE = "metrics.csv"
 PLOT_FILE = "loss.png"
@@ -17,38 +18,18 @@ COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "elapsed
 class MetricsLog:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.path = self.folder / METRICS_FILE
-        self.rows: list[dict[str, float]] = []
-        if self.path.is_file():
-            with open(self.path, newline="") as f:
-                reader = csv.DictReader(f)
-                if tuple(reader.fieldnames or ()) != COLUMNS:
-                    raise ValueError(f"{self.path}: columns {reader.fieldnames} are not distill's {list(COLUMNS)}")
-                self.rows = [{k: float(v) for k, v in row.items()} for row in reader]
+        self._csv = CsvRows(self.folder / METRICS_FILE, COLUMNS, "distill", missing_as_nan=False)
+
+    @property
+    def rows(self) -> list[dict[str, float]]:
+        return self._csv.rows
 
     def truncate(self, step: int) -> None:
         """Forget rows after `step` (a resumed run restarts from its last saved state, not its last row)."""
-        if any(r["step"] > step for r in self.rows):
-            self.rows = [r for r in self.rows if r["step"] <= step]
-            self._rewrite()
+        self._csv.keep_until("step", step)
 
     def append(self, row: dict[str, float]) -> None:
-        full = {k: float(row[k]) for k in COLUMNS}
-        new = not self.path.is_file()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow({k: f"{v:.8g}" for k, v in full.items()})
-        self.rows.append(full)
-
-    def _rewrite(self) -> None:
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({k: f"{v:.8g}" for k, v in row.items()})
+        self._csv.append(row)
 
     def plot(self, title: str = "") -> Path | None:
         if not self.rows:

@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections import deque
 from pathlib import Path
 
 from tqdm import tqdm
+
+from pld_robot.csv_rows import CsvRows
 
 METRICS_FILE = "metrics.csv"
 PLOT_FILE = "learning.png"
@@ -74,30 +75,15 @@ class MetricsLog:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.path = self.folder / METRICS_FILE
-        self.rows: list[dict[str, float]] = []
+        self._csv = CsvRows(self.folder / METRICS_FILE, COLUMNS, "this learner", missing_as_nan=True)
         self._last_plot = -math.inf
-        if self.path.is_file():
-            with open(self.path, newline="") as f:
-                reader = csv.DictReader(f)
-                if tuple(reader.fieldnames or ()) != COLUMNS:
-                    raise ValueError(f"{self.path}: columns {reader.fieldnames} are not this learner's "
-                                     f"{list(COLUMNS)}; move the file away to start a new one")
-                self.rows = [{k: float(v) if v else math.nan for k, v in row.items()} for row in reader]
+
+    @property
+    def rows(self) -> list[dict[str, float]]:
+        return self._csv.rows
 
     def append(self, row: dict[str, float]) -> None:
-        unknown = set(row) - set(COLUMNS)
-        if unknown:
-            raise KeyError(f"metrics: unknown column(s) {sorted(unknown)}")
-        full = {k: row.get(k, math.nan) for k in COLUMNS}
-        new = not self.path.is_file()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else _format(v) for k, v in full.items()})
-        self.rows.append(full)
+        self._csv.append(row)
 
     def plot(self, force: bool = False) -> Path | None:
         """Write learning.png, at most every PLOT_EVERY_S unless `force`; returns its path if written."""
@@ -165,5 +151,3 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def _format(value) -> str:
-    return f"{value:.12g}" if isinstance(value, float) else str(value)
