@@ -48,7 +48,7 @@ def make_agent(spec: ActionSpec = UNIT_SPEC, state_dim: int = 3, encoder: Encode
 
 
 def transitions(n: int, state_dim: int = 3, action_dim: int = 2, reward: float = 0.0, seed: int = 0,
-                images: dict[str, tuple[int, int]] | None = None) -> dict:
+                images: dict[str, tuple[int, int]] | None = None, discount: float = 0.99) -> dict:
     rng = np.random.default_rng(seed)
 
     def obs():
@@ -61,7 +61,7 @@ def transitions(n: int, state_dim: int = 3, action_dim: int = 2, reward: float =
         return rng.uniform(-1, 1, (n, action_dim)).astype(np.float32)
 
     return {"obs": obs(), "next_obs": obs(), "base_action": actions(), "residual_action": actions(),
-            "action": actions(), "reward": np.full(n, reward, np.float32), "done": np.zeros(n, np.float32),
+            "action": actions(), "reward": np.full(n, reward, np.float32), "discount": np.full(n, discount, np.float32),
             "next_base_action": actions(), "mc_return": np.zeros(n, np.float32)}
 
 
@@ -166,7 +166,7 @@ def test_routing_skips_the_probe_prefix_and_sends_human_steps_to_interventions()
     steps["action"][5:7] = [[0.9, -0.9], [0.8, -0.8]]  # the person's executed actions
     info = EpisodeInfo(outcome="success", mode="hybrid", extra={"probe_steps": 3})
     online, intervention = ReplayBuffer(100, "online"), ReplayBuffer(100, "intervention")
-    counts = route_episode(steps, info, ["state"], online, intervention, gamma=0.9)
+    counts = route_episode(steps, info, ["state"], online, intervention, SACConfig(gamma=0.9, n_step=1))
     assert counts == {"online": 5, "intervention": 2, "probe": 3}
     on = online.gather(np.arange(len(online)))
     assert sorted(on["obs"]["state"][:, 0]) == [3, 4, 7, 8, 9]
@@ -175,22 +175,37 @@ def test_routing_skips_the_probe_prefix_and_sends_human_steps_to_interventions()
     np.testing.assert_allclose(human["next_obs"]["state"][:, 0], [6, 7])
     np.testing.assert_allclose(human["next_base_action"][:, 0], [0.06, 0.07])
     last = on["obs"]["state"][:, 0] == 9  # the successful last step: reward 1, terminal
-    assert on["reward"][last] == 1 and on["done"][last] == 1 and on["reward"][~last].sum() == 0
+    assert on["reward"][last] == 1 and on["discount"][last] == 0 and on["reward"][~last].sum() == 0
     np.testing.assert_allclose(on["mc_return"], 0.9 ** (9 - on["obs"]["state"][:, 0]), rtol=1e-6)
 
 
 def test_a_base_episode_goes_to_the_online_buffer_whole():
     online, intervention = ReplayBuffer(100, "online"), ReplayBuffer(100, "intervention")
     counts = route_episode(episode(4, [Source.PROBE] * 4), EpisodeInfo(outcome="success", mode="base"), ["state"],
-                           online, intervention, gamma=0.99)
+                           online, intervention, SACConfig())
     assert counts == {"online": 4, "intervention": 0, "probe": 0} and len(intervention) == 0
 
 
 def test_an_unsuccessful_episode_drops_its_last_step_instead_of_bootstrapping_it():
     steps = episode(6, [Source.RESIDUAL] * 6)
-    data, source = episode_transitions(steps, EpisodeInfo(outcome="timeout"), ["state"], 0.99)
-    assert len(source) == 5 and data["done"].sum() == 0 and data["reward"].sum() == 0
+    data, source = episode_transitions(steps, EpisodeInfo(outcome="timeout"), ["state"], SACConfig(n_step=1))
+    assert len(source) == 5 and (data["discount"] > 0).all() and data["reward"].sum() == 0
     np.testing.assert_allclose(data["next_obs"]["state"][:, 0], [1, 2, 3, 4, 5])
+
+
+def test_n_step_transitions_sum_the_reward_and_bootstrap_n_steps_ahead():
+    sac = SACConfig(gamma=0.9, n_step=3)
+    won, _ = episode_transitions(episode(10, [Source.RESIDUAL] * 10), EpisodeInfo(outcome="success"), ["state"], sac)
+    # steps 7-9 see the success within 3 steps: the discounted reward, and no bootstrap
+    np.testing.assert_allclose(won["reward"], [0] * 7 + [0.81, 0.9, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(won["discount"], [0.729] * 7 + [0, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(won["next_obs"]["state"][:7, 0], np.arange(3, 10))
+    np.testing.assert_allclose(won["next_base_action"][:7, 0], np.arange(3, 10) / 100)
+    # a timeout is not terminal: bootstrap from the last recorded observation, over the steps spanned
+    lost, _ = episode_transitions(episode(6, [Source.RESIDUAL] * 6), EpisodeInfo(outcome="timeout"), ["state"], sac)
+    np.testing.assert_allclose(lost["next_obs"]["state"][:, 0], [3, 4, 5, 5, 5])
+    np.testing.assert_allclose(lost["discount"], 0.9 ** np.array([3, 3, 3, 2, 1]), rtol=1e-6)
+    assert lost["reward"].sum() == 0
 
 
 # -- Cal-QL -----------------------------------------------------------------------------------
@@ -232,18 +247,18 @@ def test_calql_pretraining_runs_and_is_lower_bounded():
 
 def test_td_target_uses_the_smaller_q():
     next_q = torch.tensor([[1.0, 3.0], [5.0, 2.0]])
-    target = td_target(torch.tensor([0.5, 0.0]), torch.tensor([0.0, 1.0]), next_q, torch.tensor([-1.0, -1.0]),
-                       temperature=0.1, gamma=0.9)
+    target = td_target(torch.tensor([0.5, 0.0]), torch.tensor([0.9, 0.0]), next_q, torch.tensor([-1.0, -1.0]),
+                       temperature=0.1)
     assert target.tolist() == pytest.approx([0.5 + 0.9 * (1.0 + 0.1), 0.0])
 
 
 @pytest.mark.parametrize("backup", [False, True])
 def test_the_entropy_bonus_enters_the_td_target_only_when_backed_up(backup):
-    agent = make_agent(batch_size=16, backup_entropy=backup, initial_temperature=5.0, gamma=0.9)
+    agent = make_agent(batch_size=16, backup_entropy=backup, initial_temperature=5.0)
     # the next action: zero delta with log-probability 3 everywhere, so the bonus is known exactly
     agent.policy.scaled_delta = lambda features, base, deterministic=False: (
         torch.zeros_like(base), torch.full(base.shape[:-1], 3.0))
-    batch = agent.to_tensors(transitions(16, reward=1.0))
+    batch = agent.to_tensors(transitions(16, reward=1.0, discount=0.9))
     features, next_features = agent.policy.encoder(batch["obs"]), agent.policy.encoder(batch["next_obs"])
     _, metrics = agent.critic_loss(features, next_features, batch)
     with torch.no_grad():
@@ -298,7 +313,7 @@ def test_sac_learns_to_correct_a_biased_base_action():
         n = len(executed)
         return {"obs": {"state": state}, "next_obs": {"state": state}, "base_action": base,
                 "residual_action": executed - base, "action": executed,
-                "reward": -((executed - target) ** 2).sum(-1), "done": np.ones(n, np.float32),
+                "reward": -((executed - target) ** 2).sum(-1), "discount": np.zeros(n, np.float32),
                 "next_base_action": base, "mc_return": -((executed - target) ** 2).sum(-1)}
 
     offline, online = ReplayBuffer(1000, "offline"), ReplayBuffer(1000, "online")

@@ -20,7 +20,7 @@ import numpy as np
 from pld_robot.rl.config import ReplayConfig
 
 OBS_FIELDS = ("obs", "next_obs")
-ARRAY_FIELDS = ("base_action", "residual_action", "action", "reward", "done", "next_base_action", "mc_return")
+ARRAY_FIELDS = ("base_action", "residual_action", "action", "reward", "discount", "next_base_action", "mc_return")
 TRANSITION_FIELDS = OBS_FIELDS + ARRAY_FIELDS
 
 

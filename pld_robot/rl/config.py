@@ -92,6 +92,7 @@ class SACConfig:
     batch_size: int = 256
     lr: float = 3e-4  # actor, critics and temperature
     gamma: float = 0.99
+    n_step: int = 3  # not in PLD: n-step returns, as DrQ-v2; see rl/episodes.py
     tau: float = 0.005  # Polyak rate of the target critics
     utd: int = 2  # critic updates per env step; with critic_actor_ratio 2, one actor update per step (HIL-SERL)
     critic_actor_ratio: int = 2  # PLD: 2 critic updates per actor update
@@ -115,6 +116,8 @@ class SACConfig:
             raise ValueError(f"tau must be in (0, 1], got {self.tau}")
         if not self.residual_l2 >= 0:
             raise ValueError(f"residual_l2 must be >= 0, got {self.residual_l2}")
+        if not isinstance(self.n_step, int) or self.n_step < 1:
+            raise ValueError(f"n_step must be an integer >= 1, got {self.n_step!r}")
         if self.utd < 1 or self.critic_actor_ratio < 1:
             raise ValueError(f"utd ({self.utd}) and critic_actor_ratio ({self.critic_actor_ratio}) must be >= 1")
 

@@ -212,12 +212,12 @@ class Learner:
         source = np.asarray(steps["source"])
         if (success and info.mode == Mode.BASE.value and (source == Source.PROBE).all()
                 and self.offline_episodes < self.rl_config.calql.offline_episodes):
-            transitions, _ = episode_transitions(steps, info, obs_keys, gamma)
+            transitions, _ = episode_transitions(steps, info, obs_keys, self.rl_config.sac)
             self.offline.add(transitions)
             self.counts["offline"] += len(transitions["action"])
             self.offline_episodes += 1
             self.sampler.config = self.rl_config.replay
-        for key, n in route_episode(steps, info, obs_keys, self.online, self.intervention, gamma).items():
+        for key, n in route_episode(steps, info, obs_keys, self.online, self.intervention, self.rl_config.sac).items():
             self.counts[key] += n
         length = len(source)
         self.episodes += 1

@@ -33,10 +33,11 @@ from pld_robot.robots.action_spec import ActionSpec
 CriticPenalty = Callable[["ResidualSAC", torch.Tensor, torch.Tensor, dict], tuple[torch.Tensor, dict]]
 
 
-def td_target(reward: torch.Tensor, done: torch.Tensor, next_q: torch.Tensor, next_log_prob: torch.Tensor,
-              temperature: torch.Tensor | float, gamma: float) -> torch.Tensor:
-    """Soft clipped double-Q target: r + gamma (1 - done) (min(Q1', Q2') - alpha log pi'). next_q: (B, 2)."""
-    return reward + gamma * (1.0 - done) * (next_q.min(dim=-1).values - temperature * next_log_prob)
+def td_target(reward: torch.Tensor, discount: torch.Tensor, next_q: torch.Tensor, next_log_prob: torch.Tensor,
+              temperature: torch.Tensor | float) -> torch.Tensor:
+    """Soft clipped double-Q target: r + discount (min(Q1', Q2') - alpha log pi'). next_q: (B, 2).
+    `reward` and `discount` are the transition's n-step sum and gamma^n (0 past a terminal step)."""
+    return reward + discount * (next_q.min(dim=-1).values - temperature * next_log_prob)
 
 
 class ResidualSAC:
@@ -109,8 +110,7 @@ class ResidualSAC:
             next_scaled, next_log_prob = self.policy.scaled_delta(next_features, next_base)
             next_q = self.critic_target(next_features, executed_normalized(next_base, next_scaled))
             temperature = self.temperature if self.config.sac.backup_entropy else 0.0
-            target = td_target(batch["reward"], batch["done"], next_q, next_log_prob, temperature,
-                               self.config.sac.gamma)
+            target = td_target(batch["reward"], batch["discount"], next_q, next_log_prob, temperature)
         q = self.critic(features, scaling.normalize(batch["action"]))
         loss = ((q - target[:, None]) ** 2).mean(dim=0).sum()  # both critics regress to the one target
         return loss, {"critic_loss": loss.item(), "q": q.mean().item(), "td_target": target.mean().item()}

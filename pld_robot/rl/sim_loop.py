@@ -148,7 +148,7 @@ def train_in_sim(env: PickCubeEnv, config: SimRLConfig, rl: ResidualSACConfig,
     offline, online = ReplayBuffer(capacity, "offline"), ReplayBuffer(capacity, "online")
     intervention = ReplayBuffer(1, "intervention")  # no person in the sim: stays empty
     base = base_factory(config.seed) if base_factory is not None else None
-    obs_keys, gamma = agent.policy.encoder.obs_keys, rl.sac.gamma
+    obs_keys = agent.policy.encoder.obs_keys
     curve: list[dict] = []
     env_steps = episodes = offline_episodes = 0
     recent: list[bool] = []
@@ -157,7 +157,7 @@ def train_in_sim(env: PickCubeEnv, config: SimRLConfig, rl: ResidualSACConfig,
 
     def record(episode: Episode) -> None:
         nonlocal env_steps, episodes
-        route_episode(episode.steps, episode.info(), obs_keys, online, intervention, gamma)
+        route_episode(episode.steps, episode.info(), obs_keys, online, intervention, rl.sac)
         env_steps += episode.length
         episodes += 1
         recent.append(episode.success)
@@ -183,7 +183,7 @@ def train_in_sim(env: PickCubeEnv, config: SimRLConfig, rl: ResidualSACConfig,
         episode = run_episode(env, config.seed + episodes, base, None if config.use_base else agent.policy, cameras)
         record(episode)
         if config.use_base and episode.success and offline_episodes < rl.calql.offline_episodes:
-            offline.add(episode_transitions(episode.steps, episode.info(), obs_keys, gamma)[0])
+            offline.add(episode_transitions(episode.steps, episode.info(), obs_keys, rl.sac)[0])
             offline_episodes += 1
     # no success in the warm-up: nothing to pre-train on, and the whole batch is online data
     replay = rl.replay if len(offline) else dataclasses.replace(rl.replay, offline_fraction=0.0)
