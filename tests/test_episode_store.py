@@ -174,6 +174,22 @@ def test_bad_steps_name_the_problem_and_keep_the_episode(tmp_path):
     assert EpisodeReader(store).info(0).length == 1
 
 
+def test_an_episode_aborted_before_its_first_step_is_not_committed_and_hides_nothing(tmp_path):
+    """A zero-step commit would repeat the previous end in episode_ends; readers trust only its strictly
+    increasing prefix, so every later episode would vanish from view."""
+    store = tmp_path / "empty.zarr"
+    with EpisodeWriter.open(store, SCHEMA, config=FAST) as writer:
+        for steps, outcome in ((3, "success"), (0, "aborted"), (2, "failure")):
+            writer.begin_episode(EpisodeInfo())
+            for t in range(steps):
+                writer.add_step(make_step(0, t))
+            index = writer.end_episode(outcome, note="no observation yet").result(10)
+            assert index == (None if steps == 0 else (0 if outcome == "success" else 1))
+    reader = EpisodeReader(store)
+    assert reader.num_episodes == 2 and [reader.info(i).length for i in range(2)] == [3, 2]
+    assert validate(store, deep=True) == []
+
+
 def test_a_caller_reusing_its_buffers_does_not_change_what_is_recorded(tmp_path):
     store = tmp_path / "reuse.zarr"
     step = make_step(0, 0)

@@ -159,8 +159,9 @@ class EpisodeWriter:
 
     def end_episode(self, outcome: Outcome | str, *, note: str | None = None, actor_version: int | None = None,
                     **extra) -> Future:
-        """Commit the episode being recorded. The Future resolves to its index once it is on disk.
-        `note` and `actor_version` (known only once the residual has acted) replace the info's."""
+        """Commit the episode being recorded. The Future resolves to its index once it is on disk, or
+        to None for an episode without steps (one aborted before its first tick), which is not
+        committed. `note` and `actor_version` (known only once the residual has acted) replace the info's."""
         self._check_alive()
         if not self._recording:
             raise StoreError("end_episode: no episode is being recorded")
@@ -250,7 +251,8 @@ class EpisodeWriter:
         except BaseException as exc:
             commit.future.set_exception(exc)
             raise
-        self.stats.episodes_committed += 1
+        if index is not None:
+            self.stats.episodes_committed += 1
         commit.future.set_result(index)
 
 
@@ -302,7 +304,14 @@ class _EpisodeBuffer:
             self._flush_lowdim()
             self._write_pending()
 
-    def commit(self, commit: _Commit) -> int:
+    def commit(self, commit: _Commit) -> int | None:
+        if self.length == 0:
+            # An end equal to the previous one would break episode_ends' strict increase, and readers
+            # trust only the increasing prefix: every later episode would be lost from view.
+            log.warning("episode writer: an episode with no steps (%s%s) is not committed", commit.outcome,
+                        f": {commit.note}" if commit.note else "")
+            self._meta.attrs.pop("pending", None)
+            return None
         for key in self._blocks:
             self._write_block(key)
         self._flush_lowdim()
