@@ -14,6 +14,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
@@ -119,6 +120,33 @@ policy_node:
             time.sleep(1.0)
             assert len(watcher.actions) == count, "no base actions once the chunks ran out"
     finally:
+        server.kill()
+        server.wait(10)
+
+
+def test_a_refill_below_longer_than_the_policys_chunks_is_shortened_not_fatal():
+    """refill_below is set before the policy is known: 50 against chunks of 10 means "ask at once"."""
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from pld_robot.nodes.policy_node import PolicyNode
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pld_robot.cli", "serve-policy", "--backend", "scripted",
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = Context()
+    rclpy.init(context=context, domain_id=random.randint(161, 200))
+    node = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _healthy(url), 30, "the policy server")
+        node = PolicyNode(context=context, parameter_overrides=[Parameter("server_url", value=url),
+                                                                Parameter("refill_below", value=50)])
+        assert node.spec.chunk_length == 10 and node._broker._refill_below == 10
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.shutdown(context=context)
         server.kill()
         server.wait(10)
 
