@@ -70,6 +70,8 @@ setup(
         (os.path.join('share', package_name, 'config', 'reward'), sorted(glob('config/reward/*.yaml'))),
         (os.path.join('share', package_name, 'config', 'rl'), sorted(glob('config/rl/*.yaml'))),
         (os.path.join('share', package_name, 'config', 'distill'), sorted(glob('config/distill/*.yaml'))),
+        (os.path.join('share', package_name, 'config', 'pld_sim'), sorted(glob('config/pld_sim/*.yaml'))),
+        (os.path.join('share', package_name, 'calibration', 'boards'), sorted(glob('calibration/boards/*.yaml'))),
     ],
     install_requires=[
         'numpy',

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import yaml
 
+from pld_robot.calibration import cli as calibration_cli
 from pld_robot.config import ConfigError
 from pld_robot.data import episodes_cli
 from pld_robot.distill import cli as distill_cli
+from pld_robot.pld_sim import cli as pld_sim_cli
 from pld_robot.policy import serve_cli
 from pld_robot.reward import cli as reward_cli
 from pld_robot.rl import cli as rl_cli
@@ -30,7 +32,8 @@ def _sim(args: argparse.Namespace) -> int:
     from pld_robot.policy.server_process import PolicyServerProcess
 
     config = args.config or shipped_config("sim.yaml")
-    given = {"mode": args.mode, "store": args.store, "max_steps": args.max_steps}
+    given = {"mode": args.mode, "store": args.store, "max_steps": args.max_steps,
+             "calibration": args.calibration}
     overrides = {"orchestrator_node": {k: v for k, v in given.items() if v is not None}}
     exclude = ("reward_node",)
     if args.reward is not None:  # the classifier judges success; the simulated person only labels frames
@@ -50,6 +53,9 @@ def _sim(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         if rollout["mode"] == "teleop":
             exclude += ("policy_node",)  # the person acts: no base policy
+        elif args.policy_url:  # served already, e.g. a distilled checkpoint to evaluate
+            overrides["policy_node"] = {"server_url": args.policy_url}
+            print(f"base policy served at {args.policy_url}", flush=True)
         else:
             if args.seed is not None:
                 seeded = Path(stack.enter_context(tempfile.TemporaryDirectory())) / policy_config.name
@@ -94,12 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--actors", metavar="DIR",
                      help="residual actor folder for --mode residual/hybrid (the learner's --out; "
                           "default: the config's residual_node.actors_dir)")
+    sim.add_argument("--policy-url", metavar="URL",
+                     help="base policy from this running server (pld-robot serve-policy) instead of the scripted one")
+    sim.add_argument("--calibration", nargs="+", metavar="YAML",
+                     help="calibration files (pld-robot calibrate) to store with every episode")
     sim.set_defaults(func=_sim)
     episodes_cli.add_parser(sub)
     serve_cli.add_parser(sub)
     reward_cli.add_parser(sub)
     rl_cli.add_parser(sub)
     distill_cli.add_parser(sub)
+    pld_sim_cli.add_parser(sub)
+    calibration_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

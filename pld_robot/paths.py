@@ -10,13 +10,14 @@ from pld_robot.config import ConfigError
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def shipped_config(name: str) -> Path:
-    candidates = [SOURCE_ROOT / "config" / name]
+def shipped_config(name: str, folder: str = "config") -> Path:
+    """`folder` is a shipped data folder: config, or calibration for the board definitions."""
+    candidates = [SOURCE_ROOT / folder / name]
     if os.environ.get("AMENT_PREFIX_PATH"):  # a sourced colcon install or ROS 2 underlay
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
         try:
-            candidates.insert(0, Path(get_package_share_directory("pld_robot")) / "config" / name)
+            candidates.insert(0, Path(get_package_share_directory("pld_robot")) / folder / name)
         except PackageNotFoundError:
             pass
     for path in candidates:

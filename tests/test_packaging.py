@@ -173,6 +173,78 @@ def test_data_files_install_marker_manifest_launch_and_config():
                 f"{rel} is not installed to share/{PACKAGE}/{folder} by setup.py's data_files")
 
 
+def test_every_shipped_data_file_is_installed():
+    """Configs in subfolders (policies/, rl/, ...) and the calibration boards are read from the share
+    folder by an installed package: each must match a data_files pattern of its own folder."""
+    data_files = {dest: [str(f) for f in files] for dest, files in _setup_kwargs()["data_files"]}
+    shipped = [p for p in (ROOT / "config").rglob("*") if p.suffix in (".yaml", ".xml")]
+    shipped += sorted((ROOT / "calibration" / "boards").glob("*.yaml"))
+    assert shipped
+    for path in shipped:
+        rel = path.relative_to(ROOT).as_posix()
+        dest = f"share/{PACKAGE}/{path.parent.relative_to(ROOT).as_posix()}"
+        assert any(fnmatch.fnmatch(rel, p) for p in data_files.get(dest, [])), (
+            f"{rel} is not installed to {dest} by setup.py's data_files")
+
+
+def test_launch_files_start_shipped_configs_with_installed_executables():
+    """Each launch file is `launch_description(<config>, exclude=...)` over a shipped config; whatever
+    it excludes must be a node of that config, and any literal Node(executable=...) a console script."""
+    from pld_robot.config import load_yaml
+
+    scripts = _console_scripts(_setup_kwargs())
+    for path in [*sorted((ROOT / "launch").glob("*.launch.py")), ROOT / PACKAGE / "nodes" / "launch_graph.py"]:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+            name = ast.unparse(call.func)
+            keywords = {k.arg: k.value for k in call.keywords}
+            if name == "Node" and isinstance(keywords.get("executable"), ast.Constant):
+                assert keywords["executable"].value in scripts, f"{path.name}: {keywords['executable'].value}"
+            if name == "launch_description":
+                config = ROOT / "config" / ast.literal_eval(call.args[0])
+                assert config.is_file(), f"{path.name}: no {config}"
+                exclude = ast.literal_eval(keywords["exclude"]) if "exclude" in keywords else ""
+                sections = set(load_yaml(config))
+                for node in filter(None, (n.strip() for n in exclude.split(","))):
+                    assert node in sections, f"{path.name} excludes {node!r}, not a node of {config.name}"
+
+
+def _third_party_imports() -> dict[str, str]:
+    """top-level module -> the first file importing it, over the package's sources"""
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / PACKAGE).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in (PACKAGE, "__future__"):
+                    found.setdefault(top, path.relative_to(ROOT).as_posix())
+    return found
+
+
+def test_every_import_is_a_declared_dependency():
+    """A ROS import (from a ROS wheel here, or not installable here at all, like launch_ros) must be an
+    exec_depend of package.xml, so rosdep installs it on the robot; anything else must be a pip
+    requirement of setup.py (pinned in requirements/*.txt), so the bootstrap installs it."""
+    exec_depends = {e.text for e in _manifest().findall("exec_depend")}
+    kwargs = _setup_kwargs()
+    pip = {_base_name(r) for r in kwargs["install_requires"]}
+    pip |= {_base_name(r) for extra in kwargs["extras_require"].values() for r in extra}
+    distributions = importlib.metadata.packages_distributions()
+    for module, where in _third_party_imports().items():
+        dists = distributions.get(module, [])
+        if not dists or any(d.startswith("ros-") for d in dists):
+            assert module in exec_depends, f"{where} imports ROS package {module!r}: add <exec_depend>{module}</exec_depend>"
+        else:
+            assert pip & {_base_name(d) for d in dists}, (
+                f"{where} imports {module!r} (from {dists}), which is no direct requirement in setup.py")
+
+
 def test_every_python_folder_is_a_regular_package():
     """find_packages() skips folders without __init__.py: they would work from the checkout (the
     editable install) but be missing from a colcon or wheel install."""

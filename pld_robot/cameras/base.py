@@ -45,6 +45,7 @@ class CameraConfig:
     device: str = "0"  # OpenCV: /dev/videoN path or index
     depth: bool = False  # RealSense: also stream depth aligned to color
     frame_id: str = ""  # default: <name>_color_optical_frame
+    calibration: str = ""  # intrinsics YAML (pld-robot calibrate intrinsics): camera_info from it, not the driver
 
     def __post_init__(self):
         if self.width <= 0 or self.height <= 0 or self.fps <= 0:

@@ -12,6 +12,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
+from pld_robot.calibration.camera_info import calibrated_intrinsics
 from pld_robot.cameras import make_camera
 from pld_robot.cameras.base import Camera, CameraConfig, CameraError, CameraIntrinsics, Frame
 from pld_robot.nodes.image_msgs import camera_info, numpy_to_image, to_time
@@ -71,8 +72,12 @@ class CameraNode(Node):
         if self.camera is None:
             self.camera = make_camera(self.config)
         self.camera.start()
+        intrinsics = self.camera.intrinsics
+        if self.config.calibration:
+            intrinsics = calibrated_intrinsics(self.config.calibration, intrinsics)
+            self.get_logger().info(f"camera_info from {self.config.calibration}")
         self.camera_publisher = CameraPublisher(
-            self, self.config.name, self.camera.intrinsics, self.config.frame_id or None, self.config.depth
+            self, self.config.name, intrinsics, self.config.frame_id or None, self.config.depth
         )
         # A worker, not a timer: it publishes each frame once, as soon as the camera has it.
         self._worker = threading.Thread(

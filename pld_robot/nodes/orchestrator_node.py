@@ -33,6 +33,7 @@ from std_msgs.msg import Bool, Float32, Header, Int32, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from pld_robot.calibration.record import episode_calibration
 from pld_robot.data import CameraSpec, EpisodeInfo, EpisodeWriter, Outcome, Source, StoreSchema
 from pld_robot.episode.modes import Mode
 from pld_robot.episode.rollout import Event, Rollout, RolloutConfig, State, TickInputs
@@ -70,6 +71,7 @@ class OrchestratorConfig:
     # otherwise the base acts alone. The command goes out after the wait: keep it well under a period.
     residual_deadline_s: float = 0.03
     status_hz: float = 2.0
+    calibration: tuple[str, ...] = ()  # intrinsics / hand-eye YAMLs, stored with every episode
 
     def rollout(self) -> RolloutConfig:
         return RolloutConfig(mode=Mode(self.mode), max_steps=self.max_steps, alpha=self.alpha,
@@ -93,6 +95,7 @@ class OrchestratorNode(Node):
         self.mode = Mode(c.mode)
         schema = StoreSchema({n: CameraSpec(h, w) for n, (h, w) in c.cameras.items()}, EE_STATE_NAMES,
                              c.action_names, c.control_hz)
+        self._calibration = episode_calibration(c.calibration)
         self._writer = EpisodeWriter.open(c.store, schema, task=c.task or c.prompt)
         self._tap = ObservationTap(self, list(c.cameras), c.action_names)
         self._recorder = StepRecorder(self._tap, self._writer)
@@ -231,7 +234,7 @@ class OrchestratorNode(Node):
             if self._residual is not None:
                 self._residual.begin_episode()
             self._writer.begin_episode(EpisodeInfo(prompt=self.config.prompt, mode=self.mode.value,
-                                                   policy_version=self._policy_version,
+                                                   policy_version=self._policy_version, cameras=self._calibration,
                                                    extra={"probe_steps": self.rollout.probe_steps}))
         if plan.command is not None and obs is not None:
             msg = chunk_to_msg(plan.command[None], self.config.action_names, self.config.control_hz, now)
