@@ -4,6 +4,7 @@ driven over real DDS by the same runner `pld-robot sim` uses."""
 import gc
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -119,17 +120,27 @@ def test_pld_robot_sim_runs_the_whole_graph_and_records_hybrid_episodes(tmp_path
     assert validate(store) == []
     reader = EpisodeReader(store)
     assert reader.num_episodes == 2
+    starved_ticks = int(re.search(r"(\d+) starved tick\(s\)", done.stdout).group(1))
+    recorded_starved = 0
     for i in range(2):
         info, ep = reader.info(i), reader.episode(i)
         probe = info.extra["probe_steps"]
         assert info.mode == "hybrid" and 0 <= probe <= 0.6 * 300
+        # A tick with no base action (its chunk came late, as on a loaded CI machine) holds the arm and
+        # is recorded as the probe's, with base_action 0; every other tick follows the probe split.
+        starved = np.abs(ep["base_action"]).sum(axis=1) == 0
+        assert (ep["action"][starved, :6] == 0).all(), "a starved tick moved the arm"
+        recorded_starved += int(starved.sum())
         expected = np.where(np.arange(info.length) < probe, Source.PROBE, Source.RESIDUAL)
+        expected[starved] = Source.PROBE
         np.testing.assert_array_equal(ep["source"], expected)
         assert ep["front_rgb"].shape == (info.length, 128, 128, 3) and ep["front_rgb"][-1].std() > 10
         assert ep["dropped"].sum() == 0 and (np.diff(ep["timestamp"]) >= 0).all()
         # executed = the policy's action as the safety filter let it through: same gripper, bounded deltas
-        np.testing.assert_array_equal(ep["action"][:, 6], ep["base_action"][:, 6])
+        np.testing.assert_array_equal(ep["action"][~starved, 6], ep["base_action"][~starved, 6])
         assert np.abs(ep["action"][:, :3]).max() <= 0.02 + 1e-6
         assert info.outcome in ("success", "timeout"), info.operator_note
         if info.outcome == "success":  # ended by the ground-truth signal the label records
             assert ep["success_label"][-1] == 1 and ep["success_label"][0] == 0
+    assert recorded_starved <= starved_ticks, "the summary counts every starved tick the store holds"
+    assert recorded_starved <= 0.1 * sum(reader.info(i).length for i in range(2)), "the policy kept up"
