@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,35 @@ def test_residual_and_executed_action_stay_within_bounds(spec):
             assert ((executed >= np.array(spec.low) - 1e-6) & (executed <= np.array(spec.high) + 1e-6)).all()
     one = agent.residual({"state": np.zeros(4, np.float32)}, np.zeros(spec.dim, np.float32))
     assert one.shape == (spec.dim,)
+
+
+def test_residual_dims_leave_the_other_actions_to_the_base_and_out_of_the_entropy(tmp_path):
+    spec = ActionSpec(names=("dx", "dyaw", "gripper"), low=(-1.0, -1.0, 0.0), high=(1.0, 1.0, 1.0))
+    config = ResidualSACConfig(encoder=STATE_ONLY, networks=NetworkConfig((16,)),
+                               residual_scale=ResidualScaleConfig(dims=("dx", "gripper")))
+    agent = ResidualSAC(config, spec, 3)
+    with torch.no_grad():  # an actor that wants to move every dimension, yaw included
+        agent.policy.actor.net[-1].bias.fill_(0.5)
+    obs, base = {"state": np.zeros((32, 3), np.float32)}, np.full((32, 3), 0.5, np.float32)
+    for deterministic in (True, False):
+        residual = agent.residual(obs, base, deterministic)
+        assert (residual[:, 1] == 0).all() and np.abs(residual[:, [0, 2]]).mean() > 0.1
+    assert agent.target_entropy == -2.0  # -|A| over the two dimensions it moves
+    # the yaw's (ignored) spread does not count: its log std changes nothing in the log-probability
+    features = agent.policy.encoder({"state": torch.zeros(4, 3)})
+    _, before = agent.policy.actor(features, torch.zeros(4, 3), deterministic=True)
+    with torch.no_grad():
+        agent.policy.actor.net[-1].bias[3 + 1] += 3.0  # yaw's raw log std
+    _, after = agent.policy.actor(features, torch.zeros(4, 3), deterministic=True)
+    torch.testing.assert_close(before, after)
+    # the exported actor keeps its dimensions
+    export_actor(agent, tmp_path)
+    loaded = load_latest_actor(tmp_path).policy
+    assert (loaded.residual(obs, base, deterministic=True)[:, 1] == 0).all()
+    with pytest.raises(ValueError, match=r"\['droll'\], which are not actions of this robot"):
+        ResidualSAC(dataclasses.replace(config, residual_scale=ResidualScaleConfig(dims=("dx", "droll"))), spec, 3)
+    with pytest.raises(ValueError, match="dims repeat"):
+        ResidualScaleConfig(dims=("dx", "dx"))
 
 
 def test_residual_scale_schedule():

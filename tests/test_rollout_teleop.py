@@ -48,7 +48,7 @@ def joy(tick: int) -> tuple[list[float], list[int]]:
 def test_joy_sequence_with_the_deadman_is_recorded_as_human_exactly(tmp_path):
     base = np.array([0.0, 0.0, -0.004, 0.0, 0.0, 0.0, 0.0], dtype=np.float32)  # a slow descent
     schema = StoreSchema({}, EE_STATE_NAMES, CONFIG.action.names, CONFIG.action.control_hz)
-    with SimLab(SimLabConfig(host=HOST, cameras={})) as lab:
+    with SimLab(SimLabConfig(host=HOST, cameras={})):
         arm = FrankaArm(CONFIG)
         arm.connect()
         try:

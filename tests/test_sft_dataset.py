@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from pld_robot.data import (CameraSpec, EpisodeInfo, EpisodeReader, EpisodeWriter, Source, StoreSchema,
                             WriterConfig)
-from pld_robot.data.normalization import compute_stats, default_stats_path, load_stats, save_stats
+from pld_robot.data.normalization import StdFloor, compute_stats, default_stats_path, load_stats, save_stats
 from pld_robot.data.sft_dataset import SFTDataset
 
 H, W = 24, 32
@@ -182,7 +182,7 @@ def recorded(fn, episodes):
 
 def test_stats_are_numpys_on_the_selected_steps(store):
     reader = EpisodeReader(store)
-    stats = compute_stats(reader, reader.select(outcome="success"))
+    stats = compute_stats(reader, reader.select(outcome="success"), std_floor=StdFloor(state=0, action=0))
     assert stats.count == 14 and stats.episodes == 3
     for key, fn in (("state", state), ("action", action)):
         data = recorded(fn, SUCCESSES)
@@ -196,6 +196,28 @@ def test_stats_are_numpys_on_the_selected_steps(store):
     # the failure's steps change the statistics: the selection is really applied
     everything = compute_stats(reader, range(reader.num_episodes))
     assert everything.count == 23 and everything["action"].mean[0] != stats["action"].mean[0]
+
+
+def test_a_dimension_the_episodes_never_moved_gets_the_floor_not_a_zero_std(store):
+    reader = EpisodeReader(store)
+    floor = StdFloor(state=0.05, action=0.005)
+    stats = compute_stats(reader, SUCCESSES, std_floor=floor)
+    data = recorded(action, SUCCESSES)
+    gripper = SCHEMA.action_names.index("gripper")
+    assert data[:, gripper].std() == 0  # the fixture's gripper never moves
+    a = stats["action"]
+    assert a.std[gripper] == pytest.approx(floor.action)
+    assert a.q99[gripper] - a.q01[gripper] == pytest.approx(4 * floor.action)
+    # a new small motion there is a few units after normalising, not 10^4 (EPS alone)
+    moved = np.zeros(len(SCHEMA.action_names), np.float32)
+    moved[gripper] = data[0, gripper] + 0.01
+    assert abs(stats.normalize("action", moved)[gripper]) == pytest.approx(2, rel=1e-3)
+    spread = data.std(0) > floor.action  # what did move keeps its real spread and quantiles
+    np.testing.assert_allclose(a.std[spread], data.std(0)[spread], rtol=1e-6)
+    np.testing.assert_allclose(a.q01[spread], np.quantile(data, 0.01, axis=0)[spread], rtol=1e-6)
+    np.testing.assert_allclose(stats["state"].std, np.maximum(recorded(state, SUCCESSES).std(0), 0.05), rtol=1e-6)
+    with pytest.raises(ValueError, match="std_floor must be >= 0"):
+        StdFloor(state=-1.0)
 
 
 def test_stats_save_beside_the_store_and_load_back(store):
@@ -228,7 +250,7 @@ def test_normalize_unnormalize_round_trip(store, mode):
     stats = compute_stats(reader, SUCCESSES)
     x = recorded(action, SUCCESSES).astype(np.float32)
     y = stats.normalize("action", x, mode)
-    assert np.all(np.isfinite(y))  # the gripper column is constant: std 0 and q99 == q01
+    assert np.all(np.isfinite(y))  # the gripper column is constant: the floor's std and span
     np.testing.assert_allclose(stats.unnormalize("action", y, mode), x, rtol=1e-5, atol=1e-4)
 
 

@@ -33,6 +33,27 @@ _FIELDS = ("mean", "std", "q01", "q99")
 
 
 @dataclass(frozen=True)
+class StdFloor:
+    """The smallest std a dimension gets, in the store's units (m, rad, quaternion components, the
+    gripper's 0..1). A dimension the training episodes barely move (a hand that never rolled) would
+    otherwise turn the small change a policy later meets there (a residual's 0.01 rad roll) into a
+    normalised value of hundreds: an input the network answers arbitrarily, or a target that makes
+    the loss explode. The quantile mode's q01..q99 span gets the same floor, twice over (it is
+    about four std wide)."""
+
+    state: float = 0.01
+    action: float = 0.002
+
+    def __post_init__(self):
+        if not (self.state >= 0 and self.action >= 0):
+            raise ValueError(f"std_floor must be >= 0, got state {self.state}, action {self.action}")
+
+    def of(self, key: str) -> float:
+        """Every *action key (base_action, residual_action, ...) shares the action layout and floor."""
+        return self.state if key == "state" else self.action if key.endswith("action") else 0.0
+
+
+@dataclass(frozen=True)
 class KeyStats:
     """Per-dimension statistics of one key, float32, each of shape (D,)."""
 
@@ -85,9 +106,9 @@ class NormStats:
         return x, s
 
 
-def compute_stats(reader: EpisodeReader, episodes: Sequence[int],
-                  keys: Iterable[str] = ("state", "action")) -> NormStats:
-    """Exact statistics over every committed step of `episodes`."""
+def compute_stats(reader: EpisodeReader, episodes: Sequence[int], keys: Iterable[str] = ("state", "action"),
+                  std_floor: StdFloor = StdFloor()) -> NormStats:
+    """Exact statistics over every committed step of `episodes` (each std at least `std_floor`)."""
     episodes = list(episodes)
     if not episodes:
         raise ValueError(f"{reader.path}: no episodes to compute normalization statistics from")
@@ -101,16 +122,20 @@ def compute_stats(reader: EpisodeReader, episodes: Sequence[int],
         data = np.asarray(reader.array(key)[lo:hi])
         if data.ndim != 2:
             raise ValueError(f"{key}: normalization needs one vector a step, {reader.path} has {data.shape[1:]}")
-        out[key] = _key_stats(data[rows], _names(reader, key))
+        out[key] = key_stats(data[rows], _names(reader, key), std_floor.of(key))
     return NormStats(keys=out, count=len(rows), episodes=len(episodes), store=str(reader.path))
 
 
-def _key_stats(data: np.ndarray, names: tuple[str, ...]) -> KeyStats:
+def key_stats(data: np.ndarray, names: tuple[str, ...], std_floor: float) -> KeyStats:
+    """Statistics of (steps, D) `data`: std at least `std_floor`, q01..q99 at least 2 x that apart."""
     # float64 accumulation: float32 sums over a million steps lose digits the stats should keep
     data = data.astype(np.float64)
-    q01, q99 = np.quantile(data, [0.01, 0.99], axis=0).astype(np.float32)
-    return KeyStats(mean=data.mean(axis=0).astype(np.float32), std=data.std(axis=0).astype(np.float32),
-                    q01=q01, q99=q99, names=names)
+    mean = data.mean(axis=0)
+    q01, q99 = np.quantile(data, [0.01, 0.99], axis=0)
+    middle, half_span = (q01 + q99) / 2, np.maximum((q99 - q01) / 2, 2 * std_floor)
+    return KeyStats(mean=mean.astype(np.float32), std=np.maximum(data.std(axis=0), std_floor).astype(np.float32),
+                    q01=(middle - half_span).astype(np.float32), q99=(middle + half_span).astype(np.float32),
+                    names=names)
 
 
 def _names(reader: EpisodeReader, key: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from pld_robot.config import ConfigError, from_dict, load_yaml
+from pld_robot.data.normalization import StdFloor
 
 Interventions = Literal["keep", "drop_steps", "drop_episodes"]
 StatsChoice = Literal["auto", "base", "recompute"]
@@ -68,6 +69,7 @@ class DistillConfig:
     # normalisation statistics: auto keeps the base checkpoint's when it was trained on the same
     # state/action names (continuing a fine-tuned model), else recomputes them from the selected episodes
     stats: StatsChoice = "auto"
+    std_floor: StdFloor = field(default_factory=StdFloor)  # of recomputed statistics (normalization.StdFloor)
     norm_mode: Literal["mean_std", "quantile"] | None = None  # None: the base checkpoint's
     cameras: list[str] | None = None  # store cameras in model order; None: the base's (else the store's)
     steps: int = 30000  # optimizer steps in all (a resumed run counts on)

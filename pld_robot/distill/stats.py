@@ -13,12 +13,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from pld_robot.data.normalization import KeyStats, NormStats
+from pld_robot.data.normalization import NormStats, StdFloor, key_stats
 from pld_robot.data.reader import EpisodeReader
 from pld_robot.policy.pi0.checkpoint import Pi0Checkpoint
 
 
-def stats_from_stores(readers: Sequence[EpisodeReader], episodes: Sequence[tuple[int, int]]) -> NormStats:
+def stats_from_stores(readers: Sequence[EpisodeReader], episodes: Sequence[tuple[int, int]],
+                      std_floor: StdFloor) -> NormStats:
     """Exact statistics of state and action over every step of `episodes` ((store, episode) pairs), as
     pld_robot.data.normalization.compute_stats computes them for one store."""
     data: dict[str, list[np.ndarray]] = {"state": [], "action": []}
@@ -31,19 +32,14 @@ def stats_from_stores(readers: Sequence[EpisodeReader], episodes: Sequence[tuple
             parts.extend(np.asarray(array[slice(*reader.episode_range(e))]) for e in mine)
     schema = readers[0].schema
     names = {"state": schema.state_names, "action": schema.action_names}
-    keys = {}
-    for key, parts in data.items():
-        x = np.concatenate(parts).astype(np.float64)
-        q01, q99 = np.quantile(x, [0.01, 0.99], axis=0).astype(np.float32)
-        keys[key] = KeyStats(mean=x.mean(0).astype(np.float32), std=x.std(0).astype(np.float32), q01=q01, q99=q99,
-                             names=tuple(names[key]))
+    keys = {key: key_stats(np.concatenate(parts), tuple(names[key]), std_floor.of(key)) for key, parts in data.items()}
     count = sum(len(p) for p in data["state"])
     return NormStats(keys=keys, count=count, episodes=len(episodes),
                      store=", ".join(str(r.path) for r in readers))
 
 
 def choose_stats(choice: str, base: Pi0Checkpoint, readers: Sequence[EpisodeReader],
-                 episodes: Sequence[tuple[int, int]]) -> tuple[NormStats, str]:
+                 episodes: Sequence[tuple[int, int]], std_floor: StdFloor) -> tuple[NormStats, str]:
     """(statistics, a sentence saying which and why)."""
     schema = readers[0].schema
     same = (tuple(base.info.state_names), tuple(base.info.action_names)) == (schema.state_names, schema.action_names)
@@ -63,7 +59,7 @@ def choose_stats(choice: str, base: Pi0Checkpoint, readers: Sequence[EpisodeRead
                                    count=base.stats.count, episodes=base.stats.episodes, store=base.stats.store)
         why = "same state/action names as the base: continuing its fine-tuning" if choice == "auto" else "stats: base"
         return base_stats, f"kept the base checkpoint's normalisation statistics ({why})"
-    stats = stats_from_stores(readers, episodes)
+    stats = stats_from_stores(readers, episodes, std_floor)
     why = ("the base checkpoint was trained on other state/action names "
            f"({', '.join(base.info.action_names)}): a new robot") if choice == "auto" else "stats: recompute"
     return stats, (f"recomputed normalisation statistics from {stats.episodes} selected episode(s), "

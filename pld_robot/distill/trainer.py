@@ -115,7 +115,8 @@ class Distiller:
         if len(rates) > 1:
             raise ValueError(f"the stores were recorded at different control rates {sorted(rates)} Hz")
         self.selection = select_episodes(readers, config.selection)
-        self.stats, self.stats_note = choose_stats(config.stats, self.base, readers, self.selection.episodes)
+        self.stats, self.stats_note = choose_stats(config.stats, self.base, readers, self.selection.episodes,
+                                                   config.std_floor)
         self.norm_mode = config.norm_mode or self.base.info.norm_mode
         cameras = self._cameras(schema)
         model_config = self.base.config

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -24,8 +23,9 @@ from pld_robot.data.layout import (
     rgb_key,
 )
 from pld_robot.data.writer import EpisodeWriter
+from pld_robot.rl import sim_loop
 from pld_robot.rl.policy import ResidualPolicy
-from pld_robot.rl.sim_loop import Episode, observation
+from pld_robot.rl.sim_loop import BasePolicy, Episode
 from pld_robot.sim.fast_env import PickCubeEnv
 
 BLANK_CAMERA = "blank"
@@ -33,11 +33,6 @@ BLANK_SIZE = 32  # pixels: the generalist's vision tower input, so nothing is re
 STATE_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper_width",
                "cube_x", "cube_y", "cube_z", "cube_qx", "cube_qy", "cube_qz", "cube_qw")
 PROMPT = "pick up the cube"
-
-
-class BasePolicy(Protocol):
-    def reset(self) -> None: ...
-    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
 def store_schema(env: PickCubeEnv) -> StoreSchema:
@@ -56,32 +51,12 @@ def probe_prefix(rng: np.random.Generator, max_steps: int, alpha: float) -> int:
 
 def run_episode(env: PickCubeEnv, seed: int, base: BasePolicy, residual: ResidualPolicy | None = None,
                 prefix_steps: int = 0, source: Source = Source.PROBE) -> Episode:
-    """One episode with the store's keys. With `residual`, base + residual (its deterministic action)
-    from step `prefix_steps` on, as the orchestrator's hybrid mode; before that, or without one, the
-    base alone with steps marked `source`. The recorded action is the commanded one, clipped to the box
-    (the base's actions are within it already)."""
-    low, high = np.asarray(env.action_spec.low, np.float32), np.asarray(env.action_spec.high, np.float32)
-    raw, _ = env.reset(seed=seed)
-    base.reset()
-    rows: dict[str, list] = {}
-    success = False
-    for t in range(env.config.max_steps):
-        obs = observation(raw, ())
-        base_action = np.asarray(base.act(raw), np.float32)
-        corrected = residual is not None and t >= prefix_steps
-        delta = residual.residual(obs, base_action, deterministic=True) if corrected else 0.0
-        action = np.clip(base_action + delta, low, high)
-        raw, reward, success, truncated, _ = env.step(action)
-        for key, value in (("state", obs["state"]), (rgb_key(BLANK_CAMERA), blank_image()), ("action", action),
-                           ("base_action", base_action), ("residual_action", action - base_action),
-                           ("source", Source.RESIDUAL if corrected else source), ("reward", reward)):
-            rows.setdefault(key, []).append(value)
-        if success or truncated:
-            break
-    steps = {k: np.asarray(v) for k, v in rows.items()}
-    steps["source"] = steps["source"].astype(np.uint8)
-    steps["reward"] = steps["reward"].astype(np.float32)
-    return Episode(steps, bool(success))
+    """rl.sim_loop.run_episode with the deterministic residual and the PI0 policies' observation: the
+    state and the blank camera."""
+    episode = sim_loop.run_episode(env, seed, base, residual, (), deterministic=True, prefix_steps=prefix_steps,
+                                   source=source)
+    episode.steps[rgb_key(BLANK_CAMERA)] = np.repeat(blank_image()[None], episode.length, axis=0)
+    return episode
 
 
 def collect_successes(attempt: Callable[[int], tuple[Episode, EpisodeInfo]], seeds: Iterator[int], wanted: int,

@@ -26,10 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pld_robot.config import ConfigError
+from pld_robot.data.normalization import compute_stats
+from pld_robot.data.reader import EpisodeReader
 from pld_robot.pld_sim import stages
 from pld_robot.pld_sim.config import PLDSimConfig
 from pld_robot.pld_sim.episodes import store_schema
-from pld_robot.pld_sim.sft import build_initial_pi0, demo_stats, run_sft
+from pld_robot.pld_sim.sft import build_initial_pi0, run_sft
 from pld_robot.sim.fast_env import FastEnvConfig, PickCubeEnv
 
 CONFIG_FILE = "pld_sim.json"
@@ -89,7 +91,9 @@ def _same_n(out: Path) -> int:
 def _sft_from_scratch(out: Path, config: PLDSimConfig, env: PickCubeEnv) -> dict:
     init = out / "generalist_init"
     if not init.is_dir():
-        build_initial_pi0(init, store_schema(env), config.generalist, demo_stats(out / "demos.zarr", env.action_spec))
+        demos = EpisodeReader(out / "demos.zarr")
+        stats = compute_stats(demos, demos.select(outcome="success"), std_floor=config.generalist.std_floor)
+        build_initial_pi0(init, store_schema(env), config.generalist, stats)
     return run_sft([out / "demos.zarr"], init, out / "generalist", config.generalist.sft, stats="base",
                    seed=config.seed)
 

@@ -1,6 +1,8 @@
 """The generalist's network, and SFT runs through the distill trainer (the one `pld-robot distill` runs).
 
-    init = build_initial_pi0(out / "init", schema, config.generalist, demo_stats(demos_store, env.action_spec))
+    reader = EpisodeReader(demos_store)
+    stats = compute_stats(reader, reader.select(outcome="success"), std_floor=config.generalist.std_floor)
+    init = build_initial_pi0(out / "init", schema, config.generalist, stats)
     summary = run_sft([demos_store], init, out / "generalist", config.generalist.sft, stats="base", seed=0)
 """
 
@@ -10,12 +12,10 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from transformers import PI0Config, PI0ForConditionalGeneration
 
 from pld_robot.data.layout import StoreSchema
-from pld_robot.data.normalization import NormStats, compute_stats
-from pld_robot.data.reader import EpisodeReader
+from pld_robot.data.normalization import NormStats
 from pld_robot.distill.config import load_distill_config
 from pld_robot.distill.trainer import Distiller
 from pld_robot.paths import shipped_config
@@ -23,12 +23,9 @@ from pld_robot.pld_sim.config import GeneralistConfig, SFTConfig
 from pld_robot.pld_sim.episodes import BLANK_SIZE, PROMPT
 from pld_robot.policy.pi0.checkpoint import PolicyInfo, save_checkpoint
 from pld_robot.policy.pi0.tiny import build_tiny_tokenizer
-from pld_robot.robots.action_spec import ActionSpec
 
 HEAD_DIM = 16
 PATCH = 16  # the blank image is 2 x 2 patches: 4 image tokens
-ACTION_STD_FLOOR = 0.05  # of each action's half range
-STATE_STD_FLOOR = 1e-3  # m, or quaternion units
 
 
 def generalist_pi0_config(vocab_size: int, image_token_id: int, schema: StoreSchema,
@@ -48,19 +45,6 @@ def generalist_pi0_config(vocab_size: int, image_token_id: int, schema: StoreSch
         dit_config=gemma, chunk_size=config.chunk_size,
         max_state_dim=-(-len(schema.state_names) // 8) * 8, max_action_dim=-(-len(schema.action_names) // 8) * 8,
         num_inference_steps=config.num_inference_steps)
-
-
-def demo_stats(store: Path, action_spec: ActionSpec) -> NormStats:
-    """The demonstrations' statistics with a floor under every std. The scripted expert never rolls or
-    pitches the hand, so those actions have std 0 there; a residual's 0.01 rad correction in the PLD
-    data would then be a target of 10^4 after normalising (EPS 1e-6), and the student's loss explodes."""
-    reader = EpisodeReader(store)
-    stats = compute_stats(reader, reader.select(outcome="success"))
-    half = (np.asarray(action_spec.high, np.float32) - np.asarray(action_spec.low, np.float32)) / 2
-    floors = {"state": np.float32(STATE_STD_FLOOR), "action": ACTION_STD_FLOOR * half}
-    return dataclasses.replace(stats, keys={
-        key: dataclasses.replace(s, std=np.maximum(s.std, floors[key]).astype(np.float32))
-        for key, s in stats.keys.items()})
 
 
 def build_initial_pi0(out: Path, schema: StoreSchema, config: GeneralistConfig, stats: NormStats) -> Path:

@@ -68,7 +68,7 @@ def rl_config(config: PLDSimConfig) -> ResidualSACConfig:
     sections: dict[str, dict] = {}
     for dotted, value in probe.rl_changes.items():
         section, name = dotted.split(".")
-        sections.setdefault(section, {})[name] = value
+        sections.setdefault(section, {})[name] = tuple(value) if isinstance(value, list) else value
     try:
         changes = {name: dataclasses.replace(getattr(rl, name), **fields) for name, fields in sections.items()}
         return dataclasses.replace(rl, seed=config.seed, encoder=dataclasses.replace(rl.encoder, image_encoder="none"),

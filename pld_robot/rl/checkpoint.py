@@ -109,6 +109,7 @@ def export_actor(agent: ResidualSAC, folder: str | Path, keep: int = 5) -> int:
     weights = {k: v.detach().cpu().contiguous() for k, v in agent.policy.trainable_state().items()}
     metadata = {"format": ACTOR_FORMAT, "version": str(version), "residual_scale": repr(agent.policy.scale),
                 "state_dim": str(agent.state_dim),
+                "residual_dims": json.dumps(list(agent.config.residual_scale.dims)),
                 "encoder": json.dumps(dataclasses.asdict(agent.config.encoder)),
                 "networks": json.dumps(dataclasses.asdict(agent.config.networks)),
                 "action_spec": json.dumps(dataclasses.asdict(agent.action_spec))}
@@ -146,7 +147,8 @@ def load_latest_actor(folder: str | Path, newer_than: int = 0,
         spec = from_dict(ActionSpec, json.loads(meta["action_spec"]), where=f"{path}: action_spec")
         policy = build_policy(from_dict(EncoderConfig, json.loads(meta["encoder"]), where=f"{path}: encoder"),
                               from_dict(NetworkConfig, json.loads(meta["networks"]), where=f"{path}: networks"),
-                              spec, int(meta["state_dim"]), float(meta["residual_scale"]))
+                              spec, int(meta["state_dim"]), float(meta["residual_scale"]),
+                              json.loads(meta.get("residual_dims", "[]")))  # absent: exported before dims
     except (KeyError, ValueError, ConfigError) as exc:
         raise RLCheckpointError(f"{path}: metadata incomplete or invalid: {exc}") from exc
     _load_policy(policy, weights, path)

@@ -71,8 +71,13 @@ class ResidualScaleConfig:
     start: float = 0.5  # PLD default (0.1 for some benchmarks)
     end: float = 0.5
     ramp_steps: int = 0  # env steps over which xi goes linearly from start to end; 0: end from the start
+    # The action names the residual may change; the others it leaves as the base sent them. Empty: all
+    # (PLD). HIL-SERL acts in x, y, z and the gripper on tasks that need no turn of the hand.
+    dims: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if len(set(self.dims)) != len(self.dims):
+            raise ValueError(f"dims repeat: {list(self.dims)}")
         for name in ("start", "end"):
             if not 0.0 <= getattr(self, name) <= 2.0:
                 raise ValueError(f"{name} must be in [0, 2] (a fraction of the action range), "

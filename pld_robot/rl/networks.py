@@ -6,6 +6,7 @@ Both work on features (from `encoders.ObservationEncoder`) and normalized action
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -24,11 +25,19 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
 
 
 class TanhGaussianActor(nn.Module):
-    """(features, base action) -> delta in [-1, 1]^A and its log-probability (SAC's squashed Gaussian)."""
+    """(features, base action) -> delta in [-1, 1]^A and its log-probability (SAC's squashed Gaussian).
 
-    def __init__(self, feature_dim: int, action_dim: int, config: NetworkConfig):
+    `active` (A bools, default all) says which dimensions the actor may move: the others' delta is 0
+    and their density is left out of the log-probability, so SAC's entropy is about real choices."""
+
+    def __init__(self, feature_dim: int, action_dim: int, config: NetworkConfig,
+                 active: Sequence[bool] | None = None):
         super().__init__()
         self.action_dim = action_dim
+        active = [True] * action_dim if active is None else list(active)
+        if len(active) != action_dim or not any(active):
+            raise ValueError(f"active must be {action_dim} flags with at least one set, got {active}")
+        self.register_buffer("active", torch.tensor(active, dtype=torch.float32), persistent=False)
         self.log_std_min, self.log_std_max = config.log_std_min, config.log_std_max
         self.net = mlp(feature_dim + action_dim, config.hidden, 2 * action_dim)
         # A fresh actor should leave the base policy alone: mean ~ 0, and a moderate spread
@@ -44,10 +53,10 @@ class TanhGaussianActor(nn.Module):
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(raw_log_std) + 1)
         std = log_std.exp()
         u = mean if deterministic else mean + std * torch.randn_like(mean)
-        gaussian = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        gaussian = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)) @ self.active
         # change of variables through tanh, in the numerically stable form log(1 - tanh(u)^2)
-        squash = (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
-        return torch.tanh(u), gaussian - squash
+        squash = (2 * (math.log(2) - u - F.softplus(-2 * u))) @ self.active
+        return torch.tanh(u) * self.active, gaussian - squash
 
 
 class DoubleQCritic(nn.Module):

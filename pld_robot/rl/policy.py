@@ -6,7 +6,7 @@ what the learner's SAC trains: encoder, tanh-Gaussian actor, action scaling and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -61,7 +61,17 @@ class ResidualPolicy(nn.Module):
 
 
 def build_policy(encoder: EncoderConfig, networks: NetworkConfig, action_spec: ActionSpec, state_dim: int,
-                 scale: float) -> ResidualPolicy:
+                 scale: float, residual_dims: Sequence[str] = ()) -> ResidualPolicy:
+    """`residual_dims`: the action names the residual may change (empty: all)."""
     observation_encoder = ObservationEncoder(encoder, state_dim)
-    actor = TanhGaussianActor(observation_encoder.out_dim, action_spec.dim, networks)
+    actor = TanhGaussianActor(observation_encoder.out_dim, action_spec.dim, networks,
+                              active_dims(action_spec, residual_dims))
     return ResidualPolicy(observation_encoder, actor, ActionScaling(action_spec), scale)
+
+
+def active_dims(action_spec: ActionSpec, residual_dims: Sequence[str]) -> list[bool]:
+    unknown = sorted(set(residual_dims) - set(action_spec.names))
+    if unknown:
+        raise ValueError(f"residual_scale.dims names {unknown}, which are not actions of this robot "
+                         f"({', '.join(action_spec.names)})")
+    return [not residual_dims or name in residual_dims for name in action_spec.names]

@@ -49,12 +49,13 @@ class ResidualSAC:
         with torch.random.fork_rng(devices=[]):  # reproducible initialisation, the caller's RNG untouched
             torch.manual_seed(config.seed)
             self.policy = build_policy(config.encoder, config.networks, action_spec, state_dim,
-                                       config.residual_scale.at(0)).to(self.device)
+                                       config.residual_scale.at(0), config.residual_scale.dims).to(self.device)
             self.critic = DoubleQCritic(self.policy.encoder.out_dim, a, config.networks).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_temperature = torch.tensor(math.log(config.sac.initial_temperature), device=self.device,
                                             requires_grad=True)
-        self.target_entropy = -float(a) if config.sac.target_entropy is None else config.sac.target_entropy
+        moved = float(self.policy.actor.active.sum())  # -|A| over the dimensions the residual may move
+        self.target_entropy = -moved if config.sac.target_entropy is None else config.sac.target_entropy
         lr = config.sac.lr
         trainable_encoder = [p for p in self.policy.encoder.parameters() if p.requires_grad]
         self.critic_optimizer = torch.optim.Adam([*self.critic.parameters(), *trainable_encoder], lr=lr)

@@ -23,6 +23,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -34,9 +35,16 @@ from pld_robot.rl.config import ResidualSACConfig, ResidualScaleConfig
 from pld_robot.rl.episodes import episode_transitions, route_episode
 from pld_robot.rl.policy import ResidualPolicy
 from pld_robot.rl.sac import ResidualSAC
-from pld_robot.sim.fast_env import ImperfectExpert, PickCubeEnv
+from pld_robot.sim.fast_env import PickCubeEnv
 
-BaseFactory = Callable[[int], ImperfectExpert]  # seed -> a fresh base policy
+
+
+class BasePolicy(Protocol):  # ImperfectExpert, or pld_sim's chunk-executing PI0
+    def reset(self) -> None: ...
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+BaseFactory = Callable[[int], BasePolicy]  # seed -> a fresh base policy
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ class SimRLConfig:
 
 @dataclass
 class Episode:
-    steps: dict[str, np.ndarray]  # the store's keys: obs keys, action, base_action, residual_action, source
+    steps: dict[str, np.ndarray]  # the store's keys: obs keys, action, base_action, residual_action, source, reward
     success: bool
 
     @property
@@ -90,11 +98,13 @@ def state_dim(env: PickCubeEnv, cameras: tuple[str, ...]) -> int:
     return space["state"].shape[0] + (0 if cameras else space["cube"].shape[0])
 
 
-def run_episode(env: PickCubeEnv, seed: int, base: ImperfectExpert | None, policy: ResidualPolicy | None,
-                cameras: tuple[str, ...], deterministic: bool = False) -> Episode:
+def run_episode(env: PickCubeEnv, seed: int, base: BasePolicy | None, policy: ResidualPolicy | None,
+                cameras: tuple[str, ...], deterministic: bool = False, prefix_steps: int = 0,
+                source: Source = Source.PROBE) -> Episode:
     """One episode. `base` None: the base action is the action box's centre. `policy` None: the base
-    acts alone (source probe). The recorded action is what was commanded, base + residual clipped to
-    the box, as the orchestrator records it."""
+    acts alone. With a policy, base + residual act from step `prefix_steps` on (the orchestrator's
+    hybrid mode), the base alone before; the base's steps are marked `source`. The recorded action is
+    what was commanded, base + residual clipped to the box, as the orchestrator records it."""
     spec = env.action_spec
     low, high = np.asarray(spec.low, np.float32), np.asarray(spec.high, np.float32)
     centre = (low + high) / 2
@@ -103,20 +113,22 @@ def run_episode(env: PickCubeEnv, seed: int, base: ImperfectExpert | None, polic
         base.reset()
     rows: dict[str, list] = {}
     success = False
-    for _ in range(env.config.max_steps):
+    for t in range(env.config.max_steps):
         obs = observation(raw, cameras)
-        base_action = base.act(raw) if base is not None else centre
-        residual = policy.residual(obs, base_action, deterministic) if policy is not None else np.zeros_like(centre)
+        base_action = np.asarray(base.act(raw), np.float32) if base is not None else centre
+        corrected = policy is not None and t >= prefix_steps
+        residual = policy.residual(obs, base_action, deterministic) if corrected else np.zeros_like(centre)
         action = np.clip(base_action + residual, low, high)
+        raw, reward, success, truncated, _ = env.step(action)
         for key, value in (*obs.items(), ("action", action), ("base_action", base_action),
                            ("residual_action", action - base_action),
-                           ("source", Source.RESIDUAL if policy is not None else Source.PROBE)):
+                           ("source", Source.RESIDUAL if corrected else source), ("reward", reward)):
             rows.setdefault(key, []).append(value)
-        raw, _, success, truncated, _ = env.step(action)
         if success or truncated:
             break
     steps = {k: np.asarray(v) for k, v in rows.items()}
     steps["source"] = steps["source"].astype(np.uint8)
+    steps["reward"] = steps["reward"].astype(np.float32)
     return Episode(steps, bool(success))
 
 
