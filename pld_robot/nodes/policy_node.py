@@ -73,8 +73,8 @@ class PolicyNode(Node):
         # The parameter is set before the policy is known; a shorter chunk than it just means "ask at once".
         refill_below = min(c.refill_below, spec.chunk_length)
         if refill_below < c.refill_below:
-            self.get_logger().warn(f"refill_below {c.refill_below} exceeds the policy's chunk length "
-                                   f"{spec.chunk_length}: using {refill_below} (the next chunk is asked for at once)")
+            self.get_logger().warning(f"refill_below {c.refill_below} exceeds the policy's chunk length "
+                                      f"{spec.chunk_length}: using {refill_below} (the next chunk is asked for at once)")
         self._broker = ChunkBroker(ClientSource(self._client, self._publish_chunk), spec,
                                    refill_below=refill_below, ensemble=c.ensemble,
                                    max_chunk_age_s=c.max_chunk_age_s, unhealthy_after_s=c.unhealthy_after_s)
