@@ -30,29 +30,26 @@ import torch
 
 from bench._context import emit, machine_context
 from pld_robot.data import EpisodeReader
-from pld_robot.data.layout import Outcome
 from pld_robot.paths import shipped_config
 from pld_robot.pld_sim import stages
 from pld_robot.pld_sim.cli import StatusLine
 from pld_robot.pld_sim.config import PLDSimConfig, load_pld_sim_config, with_overrides
-from pld_robot.pld_sim.episodes import open_store
+from pld_robot.pld_sim.episodes import open_store, write_episode
 from pld_robot.pld_sim.pipeline import run_pld_sim
 from pld_robot.pld_sim.sft import run_sft
+from pld_robot.rl.sim_loop import Episode
 from pld_robot.sim.fast_env import FastEnvConfig, PickCubeEnv
 
 STORES = {"pld": "pld_episodes.zarr", "base": "base_episodes.zarr"}
 
 
 def copy_episodes(source: Path, episodes: range, dest: Path, env: PickCubeEnv) -> None:
+    """Successful episodes of `source` into a new store at `dest`."""
     reader = EpisodeReader(source)
+    keys = [key for key in reader.keys if key != "dropped"]  # the writer keeps that record itself
     with open_store(dest, env) as writer:
         for i in episodes:
-            steps = reader.episode(i)
-            steps.pop("dropped", None)  # the reader's per-step view of the writer's drop log, not a column
-            writer.begin_episode(reader.info(i))
-            for t in range(len(steps["action"])):
-                writer.add_step({key: values[t] for key, values in steps.items()})
-            writer.end_episode(Outcome.SUCCESS).result()
+            write_episode(writer, Episode(reader.episode(i, keys), success=True), reader.info(i))
 
 
 def draw(run: Path, out: Path, k: int, n: int, config: PLDSimConfig, env: PickCubeEnv) -> dict:
@@ -69,8 +66,8 @@ def draw(run: Path, out: Path, k: int, n: int, config: PLDSimConfig, env: PickCu
         if not (student / "model.safetensors").is_file():
             run_sft([data], run / "generalist", student, config.distill, stats="base", seed=config.seed,
                     progress=False)
-        row[kind] = stages.success_rate(env, stages.load_base(student, config), config, StatusLine(),
-                                        f"draw {k} {kind}")
+        evaluation = stages.evaluate(env, stages.load_base(student, config), config, StatusLine(), f"draw {k} {kind}")
+        row[kind], row[f"{kind}_outcomes"] = evaluation["success_rate"], evaluation["outcomes"]
     record.write_text(json.dumps(row) + "\n")
     return row
 

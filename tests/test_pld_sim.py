@@ -132,6 +132,37 @@ def test_config_errors_say_what_is_wrong(tmp_path):
     with pytest.raises(ConfigError, match="rollouts.episodes must be positive"):
         load_pld_sim_config(bad)
     assert with_overrides(PLDSimConfig(), {"rollouts.episodes": 3}).rollouts.episodes == 3
+    with pytest.raises(ConfigError, match="demos: .*cube_y_range .* within the workspace"):
+        with_overrides(PLDSimConfig(), {"demos.cube_y_range": [0.0, 0.5]})
+    with pytest.raises(ConfigError, match="demos: .*cube_x_range .* low <= high"):
+        with_overrides(PLDSimConfig(), {"demos.cube_x_range": [0.6, 0.5]})
+
+
+def test_demonstrations_place_the_cube_in_their_range_and_the_result_splits_on_it(tmp_path):
+    from pld_robot.pld_sim import stages
+    from pld_robot.pld_sim.pipeline import _by_demo_range
+
+    config = with_overrides(PLDSimConfig(), {"demos.cube_y_range": [0.0, 0.02], "demos.episodes": 2,
+                                             "eval.episodes": 100})
+    record = stages.record_demos(tmp_path / "demos.zarr", config, lambda line: None)
+    demos = EpisodeReader(tmp_path / "demos.zarr")
+    assert record["successes"] == demos.num_episodes == 2
+    for e in range(demos.num_episodes):
+        cube_y = demos.episode(e, ["state"])["state"][0, 9]  # TCP pose, gripper, then the cube's pose
+        assert 0.0 <= cube_y <= 0.02
+    env = PickCubeEnv(FastEnvConfig(max_steps=config.max_steps))
+    try:
+        inside = stages.inside_demo_range(env, config)
+        _, info = env.reset(seed=config.eval.seed + inside.index(False))
+    finally:
+        env.close()
+    assert not 0.0 <= info["cube_pose"][1] <= 0.02
+    assert 0 < sum(inside) < len(inside) / 4  # a twelfth of the y range, the whole x range
+    outcomes = {"a": "".join("1" if flag else "0" for flag in inside), "b": "1" * len(inside)}
+    split = _by_demo_range(outcomes, inside)
+    assert split["inside"] == {"episodes": sum(inside), "a": 1.0, "b": 1.0}
+    assert split["outside"] == {"episodes": len(inside) - sum(inside), "a": 0.0, "b": 1.0}
+    assert _by_demo_range(outcomes, [True] * len(inside)) is None  # demonstrations everywhere: no split
 
 
 def test_unknown_rl_change_is_refused_before_any_stage_runs(tmp_path):

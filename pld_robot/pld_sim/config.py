@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pld_robot.config import ConfigError, from_dict, load_yaml
 from pld_robot.data.normalization import StdFloor
+from pld_robot.sim.fast_env import FastEnvConfig
 
 
 def _positive(where: str, **values: float) -> None:
@@ -26,12 +27,16 @@ def _positive(where: str, **values: float) -> None:
 @dataclass(frozen=True)
 class DemoConfig:
     """Scripted demonstrations: the ImperfectExpert (its systematic cube offset is what the generalist
-    inherits and the residual can correct); only its successful episodes are recorded."""
+    inherits and the residual can correct); only its successful episodes are recorded. The cube ranges
+    narrow where the demonstrations place the cube (None: the env's whole range, where the probe,
+    the rollouts and the evaluation place it)."""
 
     episodes: int = 60  # successful demonstrations recorded
     max_attempts: int = 300
     cube_offset: tuple[float, float, float] = (0.02, 0.0, 0.0)  # m, base frame: where the expert believes the cube is
     action_noise: float = 0.004  # m, std of the translation noise per step
+    cube_x_range: tuple[float, float] | None = None  # m, base frame
+    cube_y_range: tuple[float, float] | None = None
 
     def __post_init__(self):
         _positive("demos", episodes=self.episodes, max_attempts=self.max_attempts)
@@ -41,6 +46,16 @@ class DemoConfig:
             raise ValueError(f"demos.cube_offset must be 3 finite numbers, got {self.cube_offset}")
         if not (math.isfinite(self.action_noise) and self.action_noise >= 0):
             raise ValueError(f"demos.action_noise must be >= 0, got {self.action_noise}")
+        self.env_config(max_steps=1)  # the ranges must be ones the env accepts
+
+    def env_config(self, max_steps: int) -> FastEnvConfig:
+        """The fast env the demonstrations are recorded in."""
+        ranges = {name: value for name, value in (("cube_x_range", self.cube_x_range),
+                                                  ("cube_y_range", self.cube_y_range)) if value is not None}
+        try:
+            return FastEnvConfig(max_steps=max_steps, **ranges)
+        except ValueError as exc:
+            raise ValueError(f"demos: {exc}") from None
 
 
 @dataclass(frozen=True)

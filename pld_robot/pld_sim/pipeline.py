@@ -50,7 +50,7 @@ def run_pld_sim(out: Path, config: PLDSimConfig, say: Callable[[str], None] = pr
     env = PickCubeEnv(FastEnvConfig(max_steps=config.max_steps))
     try:
         run = _Stages(out, say)
-        run.stage("demos", lambda: stages.record_demos(out / "demos.zarr", env, config, status),
+        run.stage("demos", lambda: stages.record_demos(out / "demos.zarr", config, status),
                   partial=[out / "demos.zarr"])
         run.stage("generalist", lambda: _sft_from_scratch(out, config, env), partial=[out / "generalist_init"])
         generalist = stages.load_base(out / "generalist", config)
@@ -68,11 +68,12 @@ def run_pld_sim(out: Path, config: PLDSimConfig, say: Callable[[str], None] = pr
                 [out / store], out / "generalist", out / student, config.distill, stats="base", seed=config.seed,
                 max_episodes=n))
         for name in POLICIES:
-            run.stage(f"eval_{name}", lambda name=name: {"success_rate": stages.success_rate(
-                env, stages.load_base(out / name, config), config, status, name)})
+            run.stage(f"eval_{name}", lambda name=name: stages.evaluate(
+                env, stages.load_base(out / name, config), config, status, name))
+        inside = stages.inside_demo_range(env, config)
     finally:
         env.close()
-    result = _result(out, config)
+    result = _result(out, config, inside)
     (out / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -118,7 +119,7 @@ class _Stages:
         started = time.monotonic()
         summary = {**work(), "wall_s": round(time.monotonic() - started, 1)}
         record.write_text(json.dumps(summary, indent=2) + "\n")
-        shown = {k: v for k, v in summary.items() if k != "curve"}
+        shown = {k: v for k, v in summary.items() if k not in ("curve", "outcomes")}
         self.say(f"[{name}] done: {json.dumps(shown)}")
         return summary
 
@@ -137,10 +138,11 @@ def _check_same_config(out: Path, config: PLDSimConfig) -> None:
         path.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
-def _result(out: Path, config: PLDSimConfig) -> dict:
+def _result(out: Path, config: PLDSimConfig, inside: list[bool]) -> dict:
     records = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
     return {
         "success_rate": {name: records[f"eval_{name}"]["success_rate"] for name in POLICIES},
+        "by_demo_range": _by_demo_range({name: records[f"eval_{name}"].get("outcomes") for name in POLICIES}, inside),
         "eval_episodes": config.eval.episodes, "eval_seed": config.eval.seed,
         "n_episodes": {"pld": records["student_pld"]["episodes"], "base": records["student_base"]["episodes"]},
         "collection": {k: {f: records[k][f] for f in ("attempts", "successes", "success_rate")}
@@ -150,3 +152,18 @@ def _result(out: Path, config: PLDSimConfig) -> dict:
         "stage_wall_s": {name: records[name]["wall_s"] for name in records},
         "out": str(out),
     }
+
+
+def _by_demo_range(outcomes: dict[str, str | None], inside: list[bool]) -> dict | None:
+    """Success rates on the held-out seeds whose cube lies inside the demonstrations' cube ranges and
+    on those outside: where the generalist was taught and where it has to generalise. None when the
+    demonstrations covered the whole range, or the evaluation records predate per-seed outcomes."""
+    if all(inside) or None in outcomes.values():
+        return None
+    result = {}
+    for where, wanted in (("inside", True), ("outside", False)):
+        picked = [i for i, flag in enumerate(inside) if flag == wanted]
+        result[where] = {"episodes": len(picked), **{
+            name: round(sum(o[i] == "1" for i in picked) / len(picked), 4) if picked else None
+            for name, o in outcomes.items()}}
+    return result

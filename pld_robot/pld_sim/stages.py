@@ -1,11 +1,11 @@
 """The stages of the PLD loop in the fast sim, each a function from what is on disk to what it writes.
 
-    demos = record_demos(out / "demos.zarr", env, config)                      # scripted demonstrations
+    demos = record_demos(out / "demos.zarr", config)                           # scripted demonstrations
     generalist = Pi0Policy(...) after run_sft(...)                             # sft.py
     probe_residual(env, generalist, config, out / "probe")                     # residual SAC, exported actor
     collect(env, generalist, residual, config, out / "pld_episodes.zarr")      # hybrid successes
     collect(env, generalist, None, config, out / "base_episodes.zarr")         # base-only successes
-    success_rate(env, policy, config)                                          # held-out seeds
+    evaluate(env, policy, config)                                              # held-out seeds
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ from pld_robot.sim.fast_env import ImperfectExpert, PickCubeEnv
 Progress = Callable[[str], None]  # one status line
 
 
-def record_demos(store: Path, env: PickCubeEnv, config: PLDSimConfig, progress: Progress) -> dict:
+def record_demos(store: Path, config: PLDSimConfig, progress: Progress) -> dict:
     """The ImperfectExpert's successful episodes on env seeds 0, 1, ..., recorded as demonstrations
-    (mode teleop, source human: what a person's demonstration would be)."""
+    (mode teleop, source human: what a person's demonstration would be), in demos' cube ranges."""
     demos = config.demos
+    env = PickCubeEnv(demos.env_config(config.max_steps))
     expert = ImperfectExpert(cube_offset=demos.cube_offset, action_noise=demos.action_noise, seed=config.seed)
 
     def attempt(seed: int):
@@ -49,9 +50,12 @@ def record_demos(store: Path, env: PickCubeEnv, config: PLDSimConfig, progress: 
         episode.steps["teleop_action"] = episode.steps["action"]
         return episode, EpisodeInfo(prompt=PROMPT, mode="teleop", extra={"env_seed": seed})
 
-    with open_store(store, env) as writer:
-        return collect_successes(attempt, iter(range(demos.max_attempts)), demos.episodes, writer,
-                                 lambda s, a: progress(f"demos: {s}/{demos.episodes} successful of {a} attempts"))
+    try:
+        with open_store(store, env) as writer:
+            return collect_successes(attempt, iter(range(demos.max_attempts)), demos.episodes, writer, lambda s, a:
+                                     progress(f"demos: {s}/{demos.episodes} successful of {a} attempts"))
+    finally:
+        env.close()
 
 
 def load_base(checkpoint: Path, config: PLDSimConfig) -> Callable[[int], Pi0ChunkBase]:
@@ -119,11 +123,24 @@ def collect(store: Path, env: PickCubeEnv, base_factory: Callable[[int], Pi0Chun
             f"{mode} rollouts: {s}/{rollouts.episodes} successful of {a} attempts"))
 
 
-def success_rate(env: PickCubeEnv, base_factory: Callable[[int], Pi0ChunkBase], config: PLDSimConfig,
-                 progress: Progress, name: str) -> float:
-    """The policy alone on the held-out seeds eval.seed, eval.seed + 1, ... (its noise seeded alike)."""
-    base, wins = base_factory(config.eval.seed), 0
+def evaluate(env: PickCubeEnv, base_factory: Callable[[int], Pi0ChunkBase], config: PLDSimConfig,
+             progress: Progress, name: str) -> dict:
+    """The policy alone on the held-out seeds eval.seed, eval.seed + 1, ... (its noise seeded alike):
+    its success rate, and per seed in order "1" (success) or "0", to see where it fails."""
+    base, outcomes = base_factory(config.eval.seed), ""
     for i in range(config.eval.episodes):
-        wins += run_episode(env, config.eval.seed + i, base).success
-        progress(f"eval {name}: {wins}/{i + 1} successful")
-    return wins / config.eval.episodes
+        outcomes += "1" if run_episode(env, config.eval.seed + i, base).success else "0"
+        progress(f"eval {name}: {outcomes.count('1')}/{i + 1} successful")
+    return {"success_rate": outcomes.count("1") / config.eval.episodes, "outcomes": outcomes}
+
+
+def inside_demo_range(env: PickCubeEnv, config: PLDSimConfig) -> list[bool]:
+    """Per held-out seed (in evaluate's order): does its cube lie where the demonstrations placed one?"""
+    demos = config.demos.env_config(config.max_steps)
+    inside = []
+    for i in range(config.eval.episodes):
+        _, info = env.reset(seed=config.eval.seed + i)
+        x, y = info["cube_pose"][:2]
+        inside.append(bool(demos.cube_x_range[0] <= x <= demos.cube_x_range[1]
+                           and demos.cube_y_range[0] <= y <= demos.cube_y_range[1]))
+    return inside
