@@ -38,20 +38,29 @@ LABELS = {"generalist": "generalist\n(SFT on demos)", "student_pld": "distilled 
 
 
 def plot(result: dict, path: Path) -> None:
+    """Bars: each policy's success rate on all held-out seeds and on each group of them by cube pose."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rates = result["success_rate"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    bars = ax.bar([LABELS[k] for k in rates], list(rates.values()), color=["grey", "tab:green", "tab:blue"])
-    for bar, rate in zip(bars, rates.values()):
-        ax.text(bar.get_x() + bar.get_width() / 2, rate + 0.02, f"{rate:.2f}", ha="center")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel(f"success rate ({result['eval_episodes']} held-out seeds)")
+    groups = {f"all {result['eval_episodes']}": {"episodes": result["eval_episodes"], **result["success_rate"]},
+              **(result.get("success_rate_by_cube_pose") or {})}
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(LABELS)
+    for p, (policy, color) in enumerate(zip(LABELS, ["grey", "tab:green", "tab:blue"])):
+        rates = [group[policy] or 0.0 for group in groups.values()]
+        bars = ax.bar([g + (p - 1) * width for g in range(len(groups))], rates, width, color=color,
+                      label=LABELS[policy].replace("\n", " "))
+        for bar, rate in zip(bars, rates):
+            ax.text(bar.get_x() + bar.get_width() / 2, rate + 0.02, f"{rate:.2f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(groups)), [f"{name}\n({group['episodes']} seeds)" if not name.startswith("all") else name
+                                       for name, group in groups.items()])
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("success rate (held-out seeds)")
     ax.set_title(f"PLD in the fast sim: N = {result['n_episodes']['pld']} PLD / {result['n_episodes']['base']} "
                  f"base-only episodes,\ndistill {result['distill_steps']} steps x {result['distill_batch_size']} "
                  f"each; probe {result['probe_env_steps']} env steps", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8, ncol=3)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -138,9 +138,9 @@ def test_config_errors_say_what_is_wrong(tmp_path):
         with_overrides(PLDSimConfig(), {"demos.cube_x_range": [0.6, 0.5]})
 
 
-def test_demonstrations_place_the_cube_in_their_range_and_the_result_splits_on_it(tmp_path):
+def test_demonstrations_place_the_cube_in_their_range_and_the_result_splits_by_cube_pose(tmp_path):
     from pld_robot.pld_sim import stages
-    from pld_robot.pld_sim.pipeline import _by_demo_range
+    from pld_robot.pld_sim.pipeline import _by_group
 
     config = with_overrides(PLDSimConfig(), {"demos.cube_y_range": [0.0, 0.02], "demos.episodes": 2,
                                              "eval.episodes": 100})
@@ -152,17 +152,22 @@ def test_demonstrations_place_the_cube_in_their_range_and_the_result_splits_on_i
         assert 0.0 <= cube_y <= 0.02
     env = PickCubeEnv(FastEnvConfig(max_steps=config.max_steps))
     try:
-        inside = stages.inside_demo_range(env, config)
+        groups = stages.eval_groups(env, config)
+        inside = groups["inside the demonstrations' range"]
         _, info = env.reset(seed=config.eval.seed + inside.index(False))
+        assert "outside it" not in stages.eval_groups(env, PLDSimConfig())  # demonstrations everywhere
     finally:
         env.close()
     assert not 0.0 <= info["cube_pose"][1] <= 0.02
     assert 0 < sum(inside) < len(inside) / 4  # a twelfth of the y range, the whole x range
+    assert groups["outside it"] == [not flag for flag in inside]
+    small, large = groups["|yaw| < 0.25"], groups["|yaw| >= 0.25"]  # the yaw range is +-0.5 rad
+    assert small == [not flag for flag in large] and 30 < sum(small) < 70
     outcomes = {"a": "".join("1" if flag else "0" for flag in inside), "b": "1" * len(inside)}
-    split = _by_demo_range(outcomes, inside)
-    assert split["inside"] == {"episodes": sum(inside), "a": 1.0, "b": 1.0}
-    assert split["outside"] == {"episodes": len(inside) - sum(inside), "a": 0.0, "b": 1.0}
-    assert _by_demo_range(outcomes, [True] * len(inside)) is None  # demonstrations everywhere: no split
+    split = _by_group(outcomes, groups)
+    assert split["inside the demonstrations' range"] == {"episodes": sum(inside), "a": 1.0, "b": 1.0}
+    assert split["outside it"] == {"episodes": len(inside) - sum(inside), "a": 0.0, "b": 1.0}
+    assert split["|yaw| < 0.25"]["b"] == 1.0 and split["|yaw| < 0.25"]["episodes"] == sum(small)
 
 
 def test_unknown_rl_change_is_refused_before_any_stage_runs(tmp_path):

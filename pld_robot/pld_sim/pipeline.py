@@ -70,10 +70,10 @@ def run_pld_sim(out: Path, config: PLDSimConfig, say: Callable[[str], None] = pr
         for name in POLICIES:
             run.stage(f"eval_{name}", lambda name=name: stages.evaluate(
                 env, stages.load_base(out / name, config), config, status, name))
-        inside = stages.inside_demo_range(env, config)
+        groups = stages.eval_groups(env, config)
     finally:
         env.close()
-    result = _result(out, config, inside)
+    result = _result(out, config, groups)
     (out / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -138,11 +138,12 @@ def _check_same_config(out: Path, config: PLDSimConfig) -> None:
         path.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
-def _result(out: Path, config: PLDSimConfig, inside: list[bool]) -> dict:
+def _result(out: Path, config: PLDSimConfig, groups: dict[str, list[bool]]) -> dict:
     records = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
     return {
         "success_rate": {name: records[f"eval_{name}"]["success_rate"] for name in POLICIES},
-        "by_demo_range": _by_demo_range({name: records[f"eval_{name}"].get("outcomes") for name in POLICIES}, inside),
+        "success_rate_by_cube_pose": _by_group({name: records[f"eval_{name}"].get("outcomes") for name in POLICIES},
+                                               groups),
         "eval_episodes": config.eval.episodes, "eval_seed": config.eval.seed,
         "n_episodes": {"pld": records["student_pld"]["episodes"], "base": records["student_base"]["episodes"]},
         "collection": {k: {f: records[k][f] for f in ("attempts", "successes", "success_rate")}
@@ -154,16 +155,15 @@ def _result(out: Path, config: PLDSimConfig, inside: list[bool]) -> dict:
     }
 
 
-def _by_demo_range(outcomes: dict[str, str | None], inside: list[bool]) -> dict | None:
-    """Success rates on the held-out seeds whose cube lies inside the demonstrations' cube ranges and
-    on those outside: where the generalist was taught and where it has to generalise. None when the
-    demonstrations covered the whole range, or the evaluation records predate per-seed outcomes."""
-    if all(inside) or None in outcomes.values():
+def _by_group(outcomes: dict[str, str | None], groups: dict[str, list[bool]]) -> dict | None:
+    """Each policy's success rate on each group of held-out seeds (stages.eval_groups); None when the
+    evaluation records predate per-seed outcomes."""
+    if None in outcomes.values():
         return None
     result = {}
-    for where, wanted in (("inside", True), ("outside", False)):
-        picked = [i for i, flag in enumerate(inside) if flag == wanted]
-        result[where] = {"episodes": len(picked), **{
+    for group, members in groups.items():
+        picked = [i for i, member in enumerate(members) if member]
+        result[group] = {"episodes": len(picked), **{
             name: round(sum(o[i] == "1" for i in picked) / len(picked), 4) if picked else None
             for name, o in outcomes.items()}}
     return result
