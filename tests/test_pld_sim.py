@@ -142,6 +142,7 @@ def test_demonstrations_place_the_cube_in_their_range_and_the_result_splits_by_c
     from pld_robot.pld_sim import stages
     from pld_robot.pld_sim.pipeline import _by_group
 
+    inside_name, outside_name = "inside the demonstrations' range", "outside the demonstrations' range"
     config = with_overrides(PLDSimConfig(), {"demos.cube_y_range": [0.0, 0.02], "demos.episodes": 2,
                                              "eval.episodes": 100})
     record = stages.record_demos(tmp_path / "demos.zarr", config, lambda line: None)
@@ -153,20 +154,20 @@ def test_demonstrations_place_the_cube_in_their_range_and_the_result_splits_by_c
     env = PickCubeEnv(FastEnvConfig(max_steps=config.max_steps))
     try:
         groups = stages.eval_groups(env, config)
-        inside = groups["inside the demonstrations' range"]
+        inside = groups[inside_name]
         _, info = env.reset(seed=config.eval.seed + inside.index(False))
-        assert "outside it" not in stages.eval_groups(env, PLDSimConfig())  # demonstrations everywhere
+        assert outside_name not in stages.eval_groups(env, PLDSimConfig())  # demonstrations everywhere
     finally:
         env.close()
     assert not 0.0 <= info["cube_pose"][1] <= 0.02
     assert 0 < sum(inside) < len(inside) / 4  # a twelfth of the y range, the whole x range
-    assert groups["outside it"] == [not flag for flag in inside]
+    assert groups[outside_name] == [not flag for flag in inside]
     small, large = groups["|yaw| < 0.25"], groups["|yaw| >= 0.25"]  # the yaw range is +-0.5 rad
     assert small == [not flag for flag in large] and 30 < sum(small) < 70
     outcomes = {"a": "".join("1" if flag else "0" for flag in inside), "b": "1" * len(inside)}
     split = _by_group(outcomes, groups)
-    assert split["inside the demonstrations' range"] == {"episodes": sum(inside), "a": 1.0, "b": 1.0}
-    assert split["outside it"] == {"episodes": len(inside) - sum(inside), "a": 0.0, "b": 1.0}
+    assert split[inside_name] == {"episodes": sum(inside), "a": 1.0, "b": 1.0}
+    assert split[outside_name] == {"episodes": len(inside) - sum(inside), "a": 0.0, "b": 1.0}
     assert split["|yaw| < 0.25"]["b"] == 1.0 and split["|yaw| < 0.25"]["episodes"] == sum(small)
 
 

@@ -55,6 +55,9 @@ def _pld_sim(args: argparse.Namespace) -> int:
           f"distilled on {result['n_episodes']['pld']} PLD episodes {rates['student_pld']:.2f}, "
           f"on {result['n_episodes']['base']} base-only episodes {rates['student_base']:.2f} "
           f"({Path(args.out) / RESULT_FILE})")
+    for group, r in (result["success_rate_by_cube_pose"] or {}).items():
+        print(f"  cube {group} ({r['episodes']} seeds): generalist {r['generalist']}, PLD-data student "
+              f"{r['student_pld']}, base-only-data student {r['student_base']}")
     print(json.dumps(rates))
     return 0
 

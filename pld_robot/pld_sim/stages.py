@@ -144,7 +144,7 @@ def eval_groups(env: PickCubeEnv, config: PLDSimConfig) -> dict[str, list[bool]]
     groups: dict[str, list[bool]] = {f"|yaw| < {half_yaw:g}": [], f"|yaw| >= {half_yaw:g}": []}
     covered = demos.cube_x_range != full.cube_x_range or demos.cube_y_range != full.cube_y_range
     if covered:
-        groups.update({"inside the demonstrations' range": [], "outside it": []})
+        groups.update({"inside the demonstrations' range": [], "outside the demonstrations' range": []})
     for i in range(config.eval.episodes):
         _, info = env.reset(seed=config.eval.seed + i)
         x, y, *_, qz, qw = info["cube_pose"]
@@ -155,5 +155,5 @@ def eval_groups(env: PickCubeEnv, config: PLDSimConfig) -> dict[str, list[bool]]
             inside = (demos.cube_x_range[0] <= x <= demos.cube_x_range[1]
                       and demos.cube_y_range[0] <= y <= demos.cube_y_range[1])
             groups["inside the demonstrations' range"].append(inside)
-            groups["outside it"].append(not inside)
+            groups["outside the demonstrations' range"].append(not inside)
     return groups
