@@ -8,7 +8,7 @@ is evaluated on the same held-out seeds. Reported: each draw's two success rates
 difference (PLD minus base-only) and its standard error.
 
     python bench/pld_draws.py [--out bench/out/pld_draws] [--n 10] [--draws 4]
-(progress on stderr, one JSON object on stdout and in OUT/pld_draws.json; about 30 minutes on 2 cores)
+(progress on stderr, one JSON object on stdout and in OUT/pld_draws.json; about 35 minutes on 2 cores)
 A stopped run continues when started again with the same --out and sizes.
 """
 

@@ -5,7 +5,8 @@ One run of `pld-robot pld-sim` (pld_robot/pld_sim/pipeline.py): a small PI0 gene
 scripted demonstrations, residual SAC probing it, N successful hybrid episodes and N successful
 base-only episodes collected on the same env seeds, and the generalist distilled on each with the
 same SFT budget. Reported: the success rate of the generalist, the PLD-data student and the
-base-only-data student on the same held-out seeds (the paper's comparison), and each stage's wall time.
+base-only-data student on the same held-out seeds (the paper's comparison), also by the cube's pose;
+where each store's episodes close the hand (grasp_x_offset_mm); and each stage's wall time.
 
     python bench/pld_loop.py [--out bench/out/pld_loop] [--episodes N] [--demos N] [--probe-steps N] ...
 (stage and progress lines on stderr, one JSON object on stdout and in OUT/pld_loop.json, the bar chart in
@@ -25,9 +26,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MUJOCO_GL", "osmesa")  # before mujoco is imported: no display here
 
+import numpy as np
 import torch
 
 from bench._context import emit, machine_context
+from pld_robot.data import EpisodeReader
 from pld_robot.paths import shipped_config
 from pld_robot.pld_sim.cli import OVERRIDES, StatusLine
 from pld_robot.pld_sim.config import load_pld_sim_config, with_overrides
@@ -66,6 +69,20 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def grasp_x_offset_mm(store: Path) -> dict:
+    """Where the stored episodes close the hand: TCP x minus cube x (mm) at the first step the
+    gripper narrows. The demonstrations' expert aims demos.cube_offset off; a residual that corrects
+    it moves this towards 0, and filtered behaviour cloning learns whatever its episodes show."""
+    reader, offsets = EpisodeReader(store), []
+    for e in range(reader.num_episodes):
+        state = reader.episode(e, ["state"])["state"]  # STATE_NAMES: x at 0, gripper width at 7, cube x at 8
+        closing = np.flatnonzero(np.diff(state[:, 7]) < -0.002)
+        t = int(closing[0]) if len(closing) else len(state) - 1
+        offsets.append(1000 * (state[t, 0] - state[t, 8]))
+    return {"mean": round(float(np.mean(offsets)), 1), "std": round(float(np.std(offsets)), 1),
+            "episodes": len(offsets)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench/out/pld_loop"))
@@ -85,7 +102,9 @@ def main() -> None:
     rates = result["success_rate"]
     emit({"benchmark": "pld_loop", **machine_context(("torch", "transformers", "mujoco")),
           "config": str(config_path), "overrides": overrides, **result,
-          "pld_minus_base": round(rates["student_pld"] - rates["student_base"], 4), "png": str(png)},
+          "pld_minus_base": round(rates["student_pld"] - rates["student_base"], 4),
+          "grasp_x_offset_mm": {name: grasp_x_offset_mm(args.out / "run" / f"{name}.zarr")
+                                for name in ("demos", "pld_episodes", "base_episodes")}, "png": str(png)},
          started, args.out / "pld_loop.json")
 
 

@@ -126,7 +126,7 @@ class ProbeConfig:
 class RolloutConfig:
     """Data collection: N successful hybrid episodes (PLD) and N successful base-only ones."""
 
-    episodes: int = 10  # N, successful episodes in each store (at 40 both students saturate: BENCHMARKS.md 12)
+    episodes: int = 10  # N, successful episodes in each store
     max_attempts: int = 300  # per store
     alpha: float = 0.6  # the base acts alone for T_base ~ U[0, alpha * max_steps] steps (PLD)
     seed: int = 100_000  # env seeds seed, seed + 1, ... for both stores: the same cube poses for both

@@ -141,19 +141,19 @@ def eval_groups(env: PickCubeEnv, config: PLDSimConfig) -> dict[str, list[bool]]
     when the demonstrations cover less than the whole range, inside it or outside."""
     demos, full = config.demos.env_config(config.max_steps), env.config
     half_yaw = max(abs(v) for v in full.cube_yaw_range) / 2
-    groups: dict[str, list[bool]] = {f"|yaw| < {half_yaw:g}": [], f"|yaw| >= {half_yaw:g}": []}
-    covered = demos.cube_x_range != full.cube_x_range or demos.cube_y_range != full.cube_y_range
-    if covered:
-        groups.update({"inside the demonstrations' range": [], "outside the demonstrations' range": []})
+    small, large = f"|yaw| < {half_yaw:g}", f"|yaw| >= {half_yaw:g}"
+    inside, outside = "inside the demonstrations' range", "outside the demonstrations' range"
+    narrowed = demos.cube_x_range != full.cube_x_range or demos.cube_y_range != full.cube_y_range
+    groups: dict[str, list[bool]] = {small: [], large: [], **({inside: [], outside: []} if narrowed else {})}
     for i in range(config.eval.episodes):
         _, info = env.reset(seed=config.eval.seed + i)
         x, y, *_, qz, qw = info["cube_pose"]
-        small = abs(2 * math.atan2(qz, qw)) < half_yaw
-        for name, flag in zip(groups, (small, not small)):
-            groups[name].append(flag)
-        if covered:
-            inside = (demos.cube_x_range[0] <= x <= demos.cube_x_range[1]
-                      and demos.cube_y_range[0] <= y <= demos.cube_y_range[1])
-            groups["inside the demonstrations' range"].append(inside)
-            groups["outside the demonstrations' range"].append(not inside)
+        turned = abs(2 * math.atan2(qz, qw)) >= half_yaw
+        groups[small].append(not turned)
+        groups[large].append(turned)
+        if narrowed:
+            shown = (demos.cube_x_range[0] <= x <= demos.cube_x_range[1]
+                     and demos.cube_y_range[0] <= y <= demos.cube_y_range[1])
+            groups[inside].append(shown)
+            groups[outside].append(not shown)
     return groups
