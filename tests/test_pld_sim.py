@@ -171,6 +171,28 @@ def test_demonstrations_place_the_cube_in_their_range_and_the_result_splits_by_c
     assert split["|yaw| < 0.25"]["b"] == 1.0 and split["|yaw| < 0.25"]["episodes"] == sum(small)
 
 
+def test_the_generalist_init_is_the_config_seed_s(tmp_path):
+    from safetensors.torch import load_file
+
+    from pld_robot.data.normalization import NormStats, key_stats
+    from pld_robot.pld_sim.episodes import store_schema
+    from pld_robot.pld_sim.sft import build_initial_pi0
+
+    env = PickCubeEnv(FastEnvConfig(max_steps=10))
+    schema = store_schema(env)
+    env.close()
+    rng = np.random.default_rng(0)
+    stats = NormStats({key: key_stats(rng.normal(size=(50, len(names))), names, 0.01) for key, names in
+                       (("state", schema.state_names), ("action", schema.action_names))}, count=50, episodes=1)
+    weights = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        torch.manual_seed(100 + len(weights))  # whatever the global generator holds
+        weights[name] = load_file(build_initial_pi0(tmp_path / name, schema, PLDSimConfig().generalist, stats,
+                                                    seed=seed) / "model.safetensors")
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
+    assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
+
+
 def test_unknown_rl_change_is_refused_before_any_stage_runs(tmp_path):
     from pld_robot.pld_sim.pipeline import run_pld_sim
 

@@ -94,7 +94,7 @@ def _sft_from_scratch(out: Path, config: PLDSimConfig, env: PickCubeEnv) -> dict
     if not init.is_dir():
         demos = EpisodeReader(out / "demos.zarr")
         stats = compute_stats(demos, demos.select(outcome="success"), std_floor=config.generalist.std_floor)
-        build_initial_pi0(init, store_schema(env), config.generalist, stats)
+        build_initial_pi0(init, store_schema(env), config.generalist, stats, seed=config.seed)
     return run_sft([out / "demos.zarr"], init, out / "generalist", config.generalist.sft, stats="base",
                    seed=config.seed)
 

@@ -2,7 +2,7 @@
 
     reader = EpisodeReader(demos_store)
     stats = compute_stats(reader, reader.select(outcome="success"), std_floor=config.generalist.std_floor)
-    init = build_initial_pi0(out / "init", schema, config.generalist, stats)
+    init = build_initial_pi0(out / "init", schema, config.generalist, stats, seed=config.seed)
     summary = run_sft([demos_store], init, out / "generalist", config.generalist.sft, stats="base", seed=0)
 """
 
@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from transformers import PI0Config, PI0ForConditionalGeneration
 
 from pld_robot.data.layout import StoreSchema
@@ -47,12 +48,15 @@ def generalist_pi0_config(vocab_size: int, image_token_id: int, schema: StoreSch
         num_inference_steps=config.num_inference_steps)
 
 
-def build_initial_pi0(out: Path, schema: StoreSchema, config: GeneralistConfig, stats: NormStats) -> Path:
-    """A freshly initialised generalist network (transformers' init) with the statistics it will be
-    trained with."""
+def build_initial_pi0(out: Path, schema: StoreSchema, config: GeneralistConfig, stats: NormStats, *,
+                      seed: int) -> Path:
+    """A freshly initialised generalist network (transformers' init, from `seed`) with the statistics
+    it will be trained with."""
     tokenizer = build_tiny_tokenizer()
-    model = PI0ForConditionalGeneration(
-        generalist_pi0_config(len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"), schema, config)).eval()
+    with torch.random.fork_rng():  # the init draws from torch's global generator; leave it as it was
+        torch.manual_seed(seed)
+        model = PI0ForConditionalGeneration(
+            generalist_pi0_config(len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"), schema, config)).eval()
     info = PolicyInfo(cameras={c: (s.height, s.width) for c, s in schema.cameras.items()},
                       state_names=schema.state_names, action_names=schema.action_names,
                       control_hz=schema.control_hz, prompt=PROMPT, chunk_length=config.chunk_size)
