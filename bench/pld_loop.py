@@ -34,6 +34,7 @@ from pld_robot.data import EpisodeReader
 from pld_robot.paths import shipped_config
 from pld_robot.pld_sim.cli import OVERRIDES, StatusLine
 from pld_robot.pld_sim.config import load_pld_sim_config, with_overrides
+from pld_robot.pld_sim.episodes import STATE_NAMES
 from pld_robot.pld_sim.pipeline import run_pld_sim
 
 LABELS = {"generalist": "generalist\n(SFT on demos)", "student_pld": "distilled on\nPLD episodes",
@@ -74,11 +75,12 @@ def grasp_x_offset_mm(store: Path) -> dict:
     gripper narrows. The demonstrations' expert aims demos.cube_offset off; a residual that corrects
     it moves this towards 0, and filtered behaviour cloning learns whatever its episodes show."""
     reader, offsets = EpisodeReader(store), []
+    x, width, cube_x = (STATE_NAMES.index(name) for name in ("x", "gripper_width", "cube_x"))
     for e in range(reader.num_episodes):
-        state = reader.episode(e, ["state"])["state"]  # STATE_NAMES: x at 0, gripper width at 7, cube x at 8
-        closing = np.flatnonzero(np.diff(state[:, 7]) < -0.002)
+        state = reader.episode(e, ["state"])["state"]
+        closing = np.flatnonzero(np.diff(state[:, width]) < -0.002)
         t = int(closing[0]) if len(closing) else len(state) - 1
-        offsets.append(1000 * (state[t, 0] - state[t, 8]))
+        offsets.append(1000 * (state[t, x] - state[t, cube_x]))
     return {"mean": round(float(np.mean(offsets)), 1), "std": round(float(np.std(offsets)), 1),
             "episodes": len(offsets)}
 
